@@ -1,0 +1,54 @@
+"""Our own checkpoint format: vla_config.json + model.safetensors + statistics + tokenizer files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from openvla.checkpoint.common import (
+    STATS_FILE,
+    instantiate,
+    load_tokenizer,
+    read_json,
+    read_norm_stats,
+    read_safetensors,
+)
+from openvla.config import VLAConfig
+
+CONFIG_FILE = "vla_config.json"
+
+
+def is_native_dir(directory: Path) -> bool:
+    return (directory / CONFIG_FILE).exists()
+
+
+def save_vla(model, directory: str | Path) -> Path:
+    """Write the model; a tied lm_head is stored once. Files are written whole, then renamed into place."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = model.state_dict()
+    if getattr(model.language_model.config, "tie_word_embeddings", False):
+        state.pop("language_model.lm_head.weight", None)
+    tensors = {k: v.detach().contiguous() for k, v in state.items()}
+    _atomic(directory / "model.safetensors", lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+    _atomic(directory / STATS_FILE, lambda p: p.write_text(json.dumps(model.config.norm_stats, indent=2)))
+    if model.tokenizer is not None:
+        model.tokenizer.save_pretrained(str(directory))
+    _atomic(directory / CONFIG_FILE, lambda p: p.write_text(model.config.to_json()))
+    return directory
+
+
+def load_native(directory: Path, dtype: torch.dtype | None = None):
+    config = VLAConfig.from_dict(read_json(directory / CONFIG_FILE))
+    config.norm_stats = read_norm_stats(directory, config.norm_stats)
+    return instantiate(config, read_safetensors(directory), load_tokenizer(directory), dtype=dtype,
+                       source=str(directory))
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    tmp.replace(path)

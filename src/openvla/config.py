@@ -1,0 +1,163 @@
+"""Dataclass configs for the VLA and its named presets. A preset is data, not code."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INCEPTION_MEAN = (0.5, 0.5, 0.5)
+INCEPTION_STD = (0.5, 0.5, 0.5)
+
+
+@dataclass
+class VisionBackboneConfig:
+    """One ViT of the vision tower; ``kind`` picks the transformers class (DINOv2-with-registers or SigLIP)."""
+
+    kind: str  # "dinov2" | "siglip"
+    hidden_size: int
+    depth: int
+    num_heads: int
+    mlp_dim: int
+    patch_size: int = 14
+    image_size: int = 224
+    num_registers: int = 0  # DINOv2 register tokens (OpenVLA: 4)
+    use_head: bool = False  # SigLIP MAP head: unused by the VLA, kept so released checkpoints load strictly
+    feature_layer: int = -2  # features are the output of this block (negative: from the end), no final norm
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return 1 + self.num_registers if self.kind == "dinov2" else 0
+
+
+@dataclass
+class VLAConfig:
+    """Everything needed to build a VLA: vision tower, projector, language model, action coding."""
+
+    name: str
+    vision: list[VisionBackboneConfig]
+    llm: dict[str, Any]  # a transformers config dict with "model_type" (llama, qwen2, ...)
+    projector: str = "fused-gelu-mlp"  # or "gelu-mlp"
+    image_resize_strategy: str = "resize-naive"  # or "letterbox", "resize-crop"
+    action_dim: int = 7  # used when no normalisation statistics say otherwise
+    n_action_bins: int = 256
+    pad_to_multiple_of: int = 64  # actions occupy the last n_action_bins ids below vocab - this
+    empty_token_id: int = 29871  # the lone "▁" the prompt must end with before action tokens
+    center_crop: bool = False  # eval-time centre crop for models trained with random-crop augmentation
+    action_normalization: str = "bounds_q99"  # or "bounds" (min/max), "normal" (mean/std)
+    norm_stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def image_size(self) -> int:
+        return self.vision[0].image_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.vision[0].num_patches
+
+    @property
+    def vision_dim(self) -> int:
+        return sum(v.hidden_size for v in self.vision)
+
+    @property
+    def llm_dim(self) -> int:
+        return int(self.llm["hidden_size"])
+
+    @property
+    def action_vocab_size(self) -> int:
+        """The tokenizer's vocabulary size without padding (32000 for OpenVLA): actions end just below it."""
+        return int(self.llm["vocab_size"]) - self.pad_to_multiple_of
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VLAConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown VLA config keys {unknown}; valid keys are {sorted(known)}")
+        data = copy.deepcopy(data)
+        vision = []
+        for v in data.pop("vision"):
+            v = dict(v)
+            v["mean"], v["std"] = tuple(v.get("mean", IMAGENET_MEAN)), tuple(v.get("std", IMAGENET_STD))
+            vision.append(VisionBackboneConfig(**v))
+        return cls(vision=vision, **data)
+
+
+def llama_config(hidden: int, layers: int, heads: int, intermediate: int, vocab: int, **extra: Any) -> dict:
+    """A Llama config dict with the defaults OpenVLA's checkpoints were saved under (transformers 4.40)."""
+    cfg = {
+        "model_type": "llama",
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": heads,
+        "intermediate_size": intermediate,
+        "vocab_size": vocab,
+        "rms_norm_eps": 1e-6,
+        "max_position_embeddings": 2048,
+        "hidden_act": "silu",
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "pad_token_id": vocab - 64,
+        "tie_word_embeddings": False,
+    }
+    cfg.update(extra)
+    return cfg
+
+
+def dinosiglip(dino: tuple[int, int, int, int], siglip: tuple[int, int, int, int], image_size: int = 224,
+               patch_size: int = 14, siglip_head: bool = True) -> list[VisionBackboneConfig]:
+    """The fused OpenVLA tower; each tuple is (width, depth, heads, mlp width)."""
+    return [
+        VisionBackboneConfig("dinov2", *dino, patch_size=patch_size, image_size=image_size, num_registers=4,
+                             mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        VisionBackboneConfig("siglip", *siglip, patch_size=patch_size, image_size=image_size,
+                             use_head=siglip_head, mean=INCEPTION_MEAN, std=INCEPTION_STD),
+    ]
+
+
+PRESETS: dict[str, VLAConfig] = {
+    # The released architecture, exactly (SPEC section 1).
+    "openvla-7b": VLAConfig(
+        name="openvla-7b",
+        vision=dinosiglip((1024, 24, 16, 4096), (1152, 27, 16, 4304)),
+        llm=llama_config(4096, 32, 32, 11008, 32064),
+    ),
+    # Trains from scratch on a CPU in minutes: small fused tower on 112px images, 4-layer Llama.
+    "small": VLAConfig(
+        name="small",
+        vision=dinosiglip((128, 4, 4, 512), (128, 4, 4, 512), image_size=112, siglip_head=False),
+        llm=llama_config(256, 4, 4, 768, 1024 + 64),
+        empty_token_id=3,
+    ),
+    # For tests: the fixture's sizes on a tiny vocabulary.
+    "tiny": VLAConfig(
+        name="tiny",
+        vision=dinosiglip((64, 4, 4, 256), (48, 4, 4, 179), siglip_head=False),
+        llm=llama_config(64, 2, 4, 176, 512 + 64),
+        empty_token_id=3,
+    ),
+}
+
+
+def get_preset(name: str) -> VLAConfig:
+    """A fresh copy of a named preset; unknown names list the valid ones."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; valid presets: {sorted(PRESETS)}")
+    return copy.deepcopy(PRESETS[name])
