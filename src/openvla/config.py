@@ -150,7 +150,7 @@ PRESETS: dict[str, VLAConfig] = {
     "tiny": VLAConfig(
         name="tiny",
         vision=dinosiglip((64, 4, 4, 256), (48, 4, 4, 179), siglip_head=False),
-        llm=llama_config(64, 2, 4, 176, 512 + 64),
+        llm=llama_config(64, 2, 4, 176, 768 + 64),
         empty_token_id=3,
     ),
 }

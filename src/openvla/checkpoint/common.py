@@ -57,11 +57,16 @@ def read_norm_stats(directory: Path, fallback: dict[str, Any]) -> dict[str, Any]
 
 
 def load_tokenizer(directory: Path) -> Any | None:
+    """The tokenizer class named in tokenizer_config.json (AutoTokenizer would consult config.json's
+    auto_map, i.e. the reference's remote code)."""
     if not any((directory / f).exists() for f in TOKENIZER_FILES):
         return None
-    from transformers import AutoTokenizer
+    import transformers
 
-    return AutoTokenizer.from_pretrained(str(directory))
+    cfg_path = directory / "tokenizer_config.json"
+    name = read_json(cfg_path).get("tokenizer_class") if cfg_path.exists() else None
+    cls = getattr(transformers, name or "", None) or transformers.PreTrainedTokenizerFast
+    return cls.from_pretrained(str(directory))
 
 
 def instantiate(config: VLAConfig, state_dict: dict[str, torch.Tensor], tokenizer: Any | None,

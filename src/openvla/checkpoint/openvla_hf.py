@@ -29,6 +29,7 @@ BACKBONES = {
     "siglip-vit-so400m": [_SIGLIP_SO],
     "dinov2-vit-l": [_DINO_L],
 }
+TOOLKIT_KEY = "openvla_toolkit"
 # transformers 4.40.1 LlamaConfig defaults: what the released config.json leaves implicit (SPEC 1.1)
 _LLAMA_440_DEFAULTS = llama_config(4096, 32, 32, 11008, 32000)
 
@@ -69,7 +70,9 @@ def config_from_hf(hf: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> V
     projector = "fused-gelu-mlp" if arch.endswith("fused-gelu-mlp") else "gelu-mlp"
     norm_stats = hf.get("norm_stats") or {}
     first = next(iter(norm_stats.values()), None)
+    ours = hf.get(TOOLKIT_KEY, {})  # fields the reference has no place for, written by our export
     return VLAConfig(
+        **ours,
         name=hf.get("_name_or_path") or "openvla",
         vision=vision,
         llm=llm,
@@ -134,6 +137,8 @@ def hf_config_for(config: VLAConfig) -> dict[str, Any]:
     }
     if kwargs != defaults:
         out["timm_model_kwargs"] = kwargs
+    out[TOOLKIT_KEY] = {"empty_token_id": config.empty_token_id, "center_crop": config.center_crop,
+                        "action_normalization": config.action_normalization}
     return out
 
 

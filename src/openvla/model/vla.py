@@ -69,6 +69,15 @@ class VLA(nn.Module):
 
     # ----------------------------------------------------------------------------------------- files
     @classmethod
+    def create(cls, config: VLAConfig, instructions: list[str] | tuple[str, ...] = (), seed: int = 0) -> VLA:
+        """A randomly initialised model with a tokenizer trained on ``instructions`` (training from scratch)."""
+        from openvla.model.text_tokenizer import train_tokenizer
+
+        tokenizer = train_tokenizer(instructions, config.action_vocab_size, config.n_action_bins)
+        torch.manual_seed(seed)
+        return cls(config, tokenizer)
+
+    @classmethod
     def from_pretrained(cls, path: str | Path, **kwargs: Any) -> VLA:
         """Load our checkpoint or a released OpenVLA (Hugging Face layout) directory, or a Hub repo id."""
         from openvla.checkpoint import load_vla

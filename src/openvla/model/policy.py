@@ -1,0 +1,40 @@
+"""A VLA behind the ``Policy`` protocol, so evaluation and serving never care where actions come from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from openvla.policy import Observation
+
+
+class VLAPolicy:
+    """Wraps a VLA: observation dict -> action chunk [T, D] in robot units."""
+
+    def __init__(self, vla: Any, unnorm_key: str | None = None) -> None:
+        self.vla = vla.eval()
+        self.unnorm_key = vla.resolve_unnorm_key(unnorm_key)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, unnorm_key: str | None = None,
+                        device: str | torch.device | None = None, **kw: Any) -> VLAPolicy:
+        from openvla.model.vla import VLA
+
+        return cls(VLA.from_pretrained(path, device=device, **kw), unnorm_key)
+
+    def reset(self) -> None:
+        pass
+
+    def act(self, observation: Observation) -> np.ndarray:
+        return self.act_batch([observation])[0]
+
+    def act_batch(self, observations: list[Observation]) -> list[np.ndarray]:
+        """One batched forward pass for several observations (several envs, several robots)."""
+        actions = self.vla.predict_action(image=[o["image"] for o in observations],
+                                          instruction=[o["instruction"] for o in observations],
+                                          unnorm_key=self.unnorm_key)
+        dim = self.vla.action_dim_for(self.unnorm_key)
+        return [np.asarray(a, dtype=np.float32).reshape(-1, dim) for a in actions]
