@@ -1,0 +1,83 @@
+"""What a run trains: full, LoRA, frozen vision, last layer, or sandwich (the OpenVLA paper's comparison)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from torch import nn
+
+MODES = ("full", "lora", "frozen-vision", "last-layer", "sandwich")
+
+
+@dataclass
+class LoraSettings:
+    """The reference's LoRA: r=32, alpha=min(r, 16), no dropout, gaussian init, all linear layers."""
+
+    rank: int = 32
+    alpha: int = 16
+    dropout: float = 0.0
+
+
+def _last_layer_modules(model: nn.Module) -> list[nn.Module]:
+    """The LM's input embeddings, last decoder layer and output head (Prismatic's last-layer set)."""
+    lm = model.language_model
+    return [lm.get_input_embeddings(), lm.model.layers[-1], lm.get_output_embeddings()]
+
+
+def unused_module_prefixes(model: nn.Module) -> list[str]:
+    """Modules that never see gradients: ViT blocks after the feature block, final ViT norms, SigLIP head."""
+    prefixes = []
+    vb = model.vision_backbone
+    for attr, cfg in (("featurizer", vb.configs[0]), ("fused_featurizer", vb.configs[-1])):
+        vit = getattr(vb, attr)
+        if vit is None:
+            continue
+        layers = "encoder.layer" if hasattr(vit.encoder, "layer") else "encoder.layers"
+        first_unused = cfg.feature_layer % cfg.depth + 1
+        prefixes += [f"vision_backbone.{attr}.{layers}.{i}." for i in range(first_unused, cfg.depth)]
+        prefixes += [f"vision_backbone.{attr}.{n}" for n in ("layernorm.", "post_layernorm.", "head.")]
+    return prefixes
+
+
+def lora_targets(model: nn.Module) -> list[str]:
+    """Every nn.Linear the forward pass uses (LLM incl. lm_head, projector, ViT blocks up to the feature block)."""
+    skip = tuple(unused_module_prefixes(model))
+    return [name for name, m in model.named_modules()
+            if isinstance(m, nn.Linear) and not (name + ".").startswith(skip)]
+
+
+def apply_mode(model: nn.Module, mode: str, lora: LoraSettings | None = None) -> nn.Module:
+    """Set requires_grad for ``mode``; for LoRA, return the peft-wrapped model (base weights frozen)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown training mode {mode!r}; valid modes: {list(MODES)}")
+    if mode == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lora = lora or LoraSettings()
+        targets = [re.escape(n) for n in lora_targets(model)]
+        config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                            init_lora_weights="gaussian", target_modules="^(" + "|".join(targets) + ")$")
+        return get_peft_model(model, config)
+    model.requires_grad_(mode == "full")
+    if mode == "frozen-vision":
+        model.requires_grad_(True)
+        model.vision_backbone.requires_grad_(False)
+    elif mode == "last-layer":
+        for m in _last_layer_modules(model):
+            m.requires_grad_(True)
+    elif mode == "sandwich":
+        model.vision_backbone.requires_grad_(True)
+        model.projector.requires_grad_(True)
+        for m in _last_layer_modules(model):
+            m.requires_grad_(True)
+    return model
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = trainable = 0
+    for p in model.parameters():
+        total += p.numel()
+        trainable += p.numel() if p.requires_grad else 0
+    return trainable, total

@@ -1,0 +1,245 @@
+"""The training loop, top to bottom: data and model in, checkpoints, logs and a final model out."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from openvla.config import get_preset
+from openvla.model.vla import VLA
+from openvla.train.batching import Collator, SampleBuilder
+from openvla.train.checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
+from openvla.train.config import TrainConfig
+from openvla.train.distributed import DistEnv, all_mean, barrier, init_distributed, unwrap, wrap_model
+from openvla.train.metrics import MetricsLogger, plot_curves
+from openvla.train.modes import LoraSettings, apply_mode, count_parameters
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
+
+
+# ------------------------------------------------------------------------------------------- building
+def open_datasets(paths: list[str]) -> list[Any]:
+    from openvla.data.lerobot import LeRobotDataset
+
+    if not paths:
+        raise ValueError("no training data: set `data` to one or more dataset folders (--set data=PATH)")
+    return [LeRobotDataset(p) for p in paths]
+
+
+def build_model(cfg: TrainConfig, datasets: list[Any], tokenizer_dir: Path | None = None) -> VLA:
+    """From a checkpoint, or a preset with random weights and a tokenizer trained on the data's tasks
+    (or the one saved in ``tokenizer_dir`` by the run being resumed)."""
+    if cfg.checkpoint:
+        return VLA.from_pretrained(cfg.checkpoint, dtype=torch.float32)
+    if not cfg.preset:
+        raise ValueError("set either `preset` (train from scratch) or `checkpoint` (fine-tune)")
+    config = get_preset(cfg.preset)
+    config.action_dim = datasets[0].action_dim
+    if tokenizer_dir is not None and tokenizer_dir.exists():
+        from openvla.checkpoint.common import load_tokenizer
+
+        torch.manual_seed(cfg.seed)
+        return VLA(config, load_tokenizer(tokenizer_dir))
+    tasks = sorted({t for d in datasets for t in d.tasks})
+    return VLA.create(config, tasks, seed=cfg.seed)
+
+
+def check_compatible(vla: VLA, datasets: list[Any], cfg: TrainConfig) -> None:
+    """Fail before the first step when data and model disagree, saying what to change."""
+    want = vla.config.action_dim
+    for d in datasets:
+        if d.action_dim != want:
+            raise ValueError(f"dataset {d.root} has {d.action_dim}-D actions but the model predicts {want}-D; "
+                             "train from a preset (it adapts) or pick a checkpoint trained on this action space")
+        if cfg.camera not in d.cameras:
+            raise ValueError(f"dataset {d.root} has no camera {cfg.camera!r}; cameras: {d.cameras} "
+                             f"(--set camera=NAME)")
+    if vla.tokenizer is None:
+        raise ValueError("the model has no tokenizer; fine-tuning needs one saved with the checkpoint")
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW with decay on matrices only, and a constant or cosine schedule with linear warm-up."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+
+    def factor(step: int) -> float:
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.schedule == "cosine":
+            span = max(1, cfg.max_steps - cfg.warmup_steps)
+            progress = min(1.0, (step - cfg.warmup_steps) / span)
+            return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        if cfg.schedule != "constant":
+            raise ValueError(f"unknown schedule {cfg.schedule!r}; valid: constant, cosine")
+        return 1.0
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def make_training_loader(vla: VLA, datasets: list[Any], cfg: TrainConfig, env: DistEnv):
+    from openvla.data.loader import make_loader
+
+    builder = SampleBuilder(vla.processor, vla.action_tokenizer, vla.config.empty_token_id,
+                            int(vla.config.llm.get("eos_token_id", 2)), camera=cfg.camera)
+    return make_loader(datasets, weights=cfg.weights, batch_size=cfg.batch_size, seed=cfg.seed + 1000 * env.rank,
+                       chunk=1, cameras=(cfg.camera,), augment=cfg.augment, num_workers=cfg.num_workers,
+                       frame_transform=builder, collate=Collator(vla.tokenizer.pad_token_id),
+                       image_size=vla.config.image_size)
+
+
+# ------------------------------------------------------------------------------------------- the loop
+def train(cfg: TrainConfig) -> Path:
+    """Run (or resume) training; returns the folder of the final model."""
+    env = init_distributed()
+    run = Path(cfg.out)
+    run.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    datasets = open_datasets(cfg.data)
+    resume_from = latest_checkpoint(run)
+    vla = build_model(cfg, datasets, run / "tokenizer" if resume_from else None)
+    check_compatible(vla, datasets, cfg)
+    loader = make_training_loader(vla, datasets, cfg, env)
+    vla.config.norm_stats.update(loader.statistics)
+    if env.is_main:
+        vla.tokenizer.save_pretrained(str(run / "tokenizer"))
+        (run / "train_config.json").write_text(cfg.to_json())
+        (run / "vla_config.json").write_text(vla.config.to_json())
+
+    model = apply_mode(vla, cfg.mode, LoraSettings(cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout))
+    trainable, total = count_parameters(model)
+    if env.is_main:
+        print(f"mode {cfg.mode}: training {trainable:,} of {total:,} parameters ({100 * trainable / total:.2f}%)")
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and env.device.type == "cuda")
+    model.to(env.device)
+    if cfg.grad_checkpointing:
+        vla.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = wrap_model(model, cfg.strategy, env, bf16)
+    forward = torch.compile(model) if cfg.compile else model
+    optimizer, scheduler = make_optimizer(model, cfg)
+
+    start = 0
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, model, optimizer, env)
+        scheduler.load_state_dict(state["scheduler"])
+        loader.load_state_dict(state["loader"])
+        torch.set_rng_state(state["rng"])
+        start = state["step"]
+        if env.is_main:
+            print(f"resumed from {resume_from} at step {start}")
+
+    logger = MetricsLogger(run, cfg.tensorboard, cfg.wandb, cfg.wandb_project) if env.is_main else None
+    batches = iter(loader)
+    bar = tqdm(total=cfg.max_steps, initial=start, desc="train", disable=not env.is_main, dynamic_ncols=True)
+    last_good = resume_from
+    model.train()
+    for step in range(start, cfg.max_steps):
+        t0 = time.perf_counter()
+        wait = 0.0
+        totals = {"loss": 0.0, "action_accuracy": 0.0, "action_l1": 0.0}
+        for _ in range(cfg.grad_accum):
+            t_data = time.perf_counter()
+            batch = next(batches)
+            wait += time.perf_counter() - t_data
+            with torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=bf16):
+                out = forward(input_ids=batch["input_ids"].to(env.device),
+                              pixel_values=batch["pixel_values"].to(env.device),
+                              attention_mask=batch["attention_mask"].to(env.device),
+                              labels=batch["labels"].to(env.device))
+            if not torch.isfinite(out.loss):
+                raise NonFiniteLoss(f"loss is {out.loss.item()} at step {step + 1}; the last good checkpoint is "
+                                    f"{last_good or 'none (no checkpoint was written yet)'}")
+            (out.loss / cfg.grad_accum).backward()
+            totals["loss"] += out.loss.item() / cfg.grad_accum
+            for k in ("action_accuracy", "action_l1"):
+                v = getattr(out, k)
+                totals[k] += (v.item() if v is not None else 0.0) / cfg.grad_accum
+        grad_norm = _clip(model, cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        elapsed = time.perf_counter() - t0
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.max_steps:
+            values = {k: all_mean(v, env) for k, v in totals.items()}
+            values.update(lr=scheduler.get_last_lr()[0], grad_norm=grad_norm, step_time_s=elapsed,
+                          data_wait_s=wait,
+                          samples_per_s=cfg.batch_size * cfg.grad_accum * env.world_size / elapsed)
+            if logger is not None:
+                logger.log(done, values)
+            bar.set_postfix(loss=f"{values['loss']:.4f}", acc=f"{values['action_accuracy']:.3f}")
+        bar.update(1)
+        if done % cfg.save_every == 0 or done == cfg.max_steps:
+            trainer_state = {"step": done, "scheduler": scheduler.state_dict(), "loader": loader.state_dict(),
+                             "rng": torch.get_rng_state()}
+            last_good = save_checkpoint(run, done, model, optimizer, trainer_state, env, cfg.keep_last)
+        if cfg.eval_every and cfg.eval and done % cfg.eval_every == 0 and env.is_main:
+            _evaluate(model, cfg, run, done, logger)
+    bar.close()
+    final = export_final(model, cfg, run, env)
+    if logger is not None:
+        logger.close()
+        plot_curves(run / "metrics.jsonl", run / "curves.png")
+    return final
+
+
+def _clip(model: nn.Module, max_norm: float | None) -> float:
+    params = [p for p in model.parameters() if p.grad is not None]
+    if not params:
+        return 0.0
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm else float("inf"))
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+
+
+def _base_vla(model: nn.Module) -> VLA:
+    inner = unwrap(model)
+    return inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+
+
+def _evaluate(model: nn.Module, cfg: TrainConfig, run: Path, step: int, logger: MetricsLogger | None) -> None:
+    """Closed-loop evaluation in the configured simulator; its success rate goes into the log."""
+    from openvla.model.policy import VLAPolicy
+    from openvla.sim import evaluate
+
+    model.eval()
+    info = evaluate(VLAPolicy(_base_vla(model)), out_dir=run / "eval" / f"step-{step:06d}", **cfg.eval)
+    model.train()
+    if logger is not None:
+        logger.log(step, {"eval_pc_success": info["overall"]["pc_success"]})
+
+
+def export_final(model: nn.Module, cfg: TrainConfig, run: Path, env: DistEnv) -> Path:
+    """Save the final model in our format; LoRA runs also save the adapter, and the final model is merged."""
+    final = run / "final"
+    inner = unwrap(model)
+    if cfg.strategy == "fsdp" and env.distributed:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        full = get_model_state_dict(inner, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if env.is_main:
+            vla = _base_vla(model)
+            clean = VLA(vla.config, vla.tokenizer)
+            clean.load_state_dict(full)
+            clean.save_pretrained(final)
+        barrier(env)
+        return final
+    if env.is_main:
+        if hasattr(inner, "merge_and_unload"):
+            inner.save_pretrained(str(run / "adapter"), save_embedding_layers=False)
+            merged = inner.merge_and_unload()
+            merged.save_pretrained(final)
+        else:
+            inner.save_pretrained(final)
+    barrier(env)
+    return final
