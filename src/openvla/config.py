@@ -55,6 +55,12 @@ class VLAConfig:
     empty_token_id: int = 29871  # the lone "▁" the prompt must end with before action tokens
     center_crop: bool = False  # eval-time centre crop for models trained with random-crop augmentation
     action_normalization: str = "bounds_q99"  # or "bounds" (min/max), "normal" (mean/std)
+    # OpenVLA-OFT as configuration (all off = OpenVLA): chunks, parallel decoding, L1 head, proprio, cameras
+    action_chunk: int = 1  # future actions predicted per call
+    parallel_decoding: bool = False  # one bidirectional pass over zero-embedded action slots
+    action_head: str = "tokens"  # "tokens" (discrete bins, LM head) or "l1" (MLP-ResNet regression)
+    proprio_dim: int = 0  # >0 adds a proprio projector token after the image patches
+    num_images: int = 1  # cameras stacked on channels (primary first), 256 more patches each at 224px
     norm_stats: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -68,6 +74,15 @@ class VLAConfig:
     @property
     def vision_dim(self) -> int:
         return sum(v.hidden_size for v in self.vision)
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens spliced after BOS: image patches of every camera, then the proprio token."""
+        return self.num_patches * self.num_images + (1 if self.proprio_dim else 0)
+
+    @property
+    def action_slots(self) -> int:
+        return self.action_chunk * self.action_dim
 
     @property
     def llm_dim(self) -> int:

@@ -13,6 +13,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from openvla.config import VLAConfig
 from openvla.model.action_tokenizer import ActionTokenizer
+from openvla.model.heads import L1RegressionActionHead, ProprioProjector
 from openvla.model.processor import ImageLike, VLAProcessor
 from openvla.model.projector import Projector
 from openvla.model.vision import VisionBackbone
@@ -28,6 +29,7 @@ class VLAOutput:
     logits: torch.Tensor
     action_accuracy: torch.Tensor | None = None
     action_l1: torch.Tensor | None = None
+    predicted_actions: torch.Tensor | None = None  # L1 head: normalised [B, chunk, D]
 
 
 def build_llm(llm: dict[str, Any]) -> nn.Module:
@@ -64,6 +66,15 @@ class VLA(nn.Module):
         self.vision_backbone = VisionBackbone(config.vision)
         self.projector = Projector(config.projector, config.vision_dim, config.llm_dim)
         self.language_model = build_llm(config.llm)
+        self.proprio_projector = ProprioProjector(config.proprio_dim, config.llm_dim) if config.proprio_dim else None
+        if config.action_head == "l1":
+            if not config.parallel_decoding:
+                raise ValueError("action_head 'l1' needs parallel_decoding: the head reads all slots at once")
+            self.action_head = L1RegressionActionHead(config.llm_dim, config.action_dim)
+        elif config.action_head == "tokens":
+            self.action_head = None
+        else:
+            raise ValueError(f"unknown action_head {config.action_head!r}; valid: tokens, l1")
         self.action_tokenizer = ActionTokenizer(config.action_vocab_size, config.n_action_bins)
         self.processor = VLAProcessor(config, tokenizer)
 
@@ -104,16 +115,37 @@ class VLA(nn.Module):
 
     # --------------------------------------------------------------------------------------- forward
     def embed_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """[B, C, S, S] -> projected patch embeddings [B, N, llm_dim]."""
+        """[B, C * num_images, S, S] -> projected patch embeddings [B, num_images * N, llm_dim]."""
         dtype = self.projector.fc1.weight.dtype
-        return self.projector(self.vision_backbone(pixel_values.to(dtype)))
+        b, c, s1, s2 = pixel_values.shape
+        n_img = self.config.num_images
+        per_image = self.vision_backbone.in_channels
+        if c != per_image * n_img:
+            raise ValueError(f"pixel_values must have {per_image * n_img} channels ({n_img} image(s) x "
+                             f"{per_image}), got shape {tuple(pixel_values.shape)}")
+        pixels = pixel_values.to(dtype).reshape(b * n_img, per_image, s1, s2)  # cameras share one pass
+        patches = self.projector(self.vision_backbone(pixels))
+        return patches.reshape(b, -1, patches.shape[-1])
 
-    def _splice(self, input_ids: torch.Tensor, patches: torch.Tensor, attention_mask: torch.Tensor | None,
-                labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Insert the image patches right after BOS in embeddings, mask and labels."""
+    def prefix_embeddings(self, pixel_values: torch.Tensor, proprio: torch.Tensor | None) -> torch.Tensor:
+        """Everything spliced after BOS: image patches, then (OFT) the proprio token."""
+        prefix = self.embed_images(pixel_values)
+        if self.proprio_projector is not None:
+            if proprio is None:
+                raise ValueError(f"this model takes a {self.config.proprio_dim}-D proprio state; pass proprio")
+            token = self.proprio_projector(proprio.to(prefix.dtype).reshape(prefix.shape[0], -1))
+            prefix = torch.cat([prefix, token[:, None]], dim=1)
+        return prefix
+
+    def _splice(self, input_ids: torch.Tensor, prefix: torch.Tensor, attention_mask: torch.Tensor | None,
+                labels: torch.Tensor | None, slots: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Insert the prefix right after BOS in embeddings, mask and labels; zero the action slots (OFT)."""
         embeds = self.language_model.get_input_embeddings()(input_ids)
-        embeds = torch.cat([embeds[:, :1], patches.to(embeds.dtype), embeds[:, 1:]], dim=1)
-        b, n = patches.shape[:2]
+        if slots is not None:
+            embeds = embeds * ~slots[..., None]
+        embeds = torch.cat([embeds[:, :1], prefix.to(embeds.dtype), embeds[:, 1:]], dim=1)
+        b, n = prefix.shape[:2]
         if attention_mask is not None:
             ones = attention_mask.new_ones((b, n))
             attention_mask = torch.cat([attention_mask[:, :1], ones, attention_mask[:, 1:]], dim=1)
@@ -122,23 +154,57 @@ class VLA(nn.Module):
             labels = torch.cat([labels[:, :1], ignore, labels[:, 1:]], dim=1)
         return embeds, attention_mask, labels
 
+    def _bidirectional_mask(self, mask: torch.Tensor | None, embeds: torch.Tensor) -> torch.Tensor:
+        """A 4-D additive mask letting every token see every non-padding token (OFT parallel decoding)."""
+        b, length = embeds.shape[:2]
+        keys = mask.bool() if mask is not None else torch.ones(b, length, dtype=torch.bool, device=embeds.device)
+        blocked = torch.finfo(embeds.dtype).min
+        full = torch.zeros(b, 1, length, length, dtype=embeds.dtype, device=embeds.device)
+        return full.masked_fill(~keys[:, None, None, :], blocked)
+
+    def _slot_hidden(self, hidden: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """Hidden states that predict each action slot: the position before it (OFT's alignment)."""
+        n = self.config.num_prefix_tokens
+        before = torch.zeros_like(slots)
+        before[:, :-1] = slots[:, 1:]
+        full = torch.cat([before[:, :1], before.new_zeros((before.shape[0], n)), before[:, 1:]], dim=1)
+        return hidden[full].reshape(hidden.shape[0], -1, hidden.shape[-1])
+
     def forward(self, input_ids: torch.Tensor, pixel_values: torch.Tensor,
-                attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> VLAOutput:
-        """Teacher-forced pass; with labels, returns the causal-LM loss and action-token metrics."""
+                attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                proprio: torch.Tensor | None = None, actions: torch.Tensor | None = None) -> VLAOutput:
+        """Teacher-forced pass; with labels, the loss (LM cross-entropy, or L1 on ``actions`` for the L1 head)
+        and action metrics (token accuracy, L1 in normalised space)."""
         if input_ids.shape[0] != pixel_values.shape[0]:
             raise ValueError(f"batch sizes differ: input_ids {input_ids.shape[0]}, "
                              f"pixel_values {pixel_values.shape[0]}")
-        patches = self.embed_images(pixel_values)
-        embeds, mask, full_labels = self._splice(input_ids, patches, attention_mask, labels)
-        out = self.language_model(inputs_embeds=embeds, attention_mask=mask, labels=full_labels, use_cache=False)
+        cfg = self.config
+        prefix = self.prefix_embeddings(pixel_values, proprio)
+        slots = labels > self.action_tokenizer.begin_idx if (cfg.parallel_decoding and labels is not None) else None
+        embeds, mask, full_labels = self._splice(input_ids, prefix, attention_mask, labels, slots)
+        if cfg.parallel_decoding:
+            mask = self._bidirectional_mask(mask, embeds)
+        regress = cfg.action_head == "l1"
+        out = self.language_model(inputs_embeds=embeds, attention_mask=mask,
+                                  labels=None if regress else full_labels, use_cache=False,
+                                  output_hidden_states=regress)
+        if regress:
+            if labels is None:
+                return VLAOutput(loss=None, logits=out.logits)
+            if actions is None:
+                raise ValueError("the L1 action head trains on continuous `actions` [B, chunk, D]")
+            pred = self.action_head(self._slot_hidden(out.hidden_states[-1], slots))
+            loss = (pred.float() - actions.to(pred.device).float()).abs().mean()
+            return VLAOutput(loss=loss, logits=out.logits, action_l1=loss.detach(), predicted_actions=pred)
         acc = l1 = None
         if labels is not None:
-            acc, l1 = self._action_metrics(out.logits, labels, patches.shape[1])
+            acc, l1 = self._action_metrics(out.logits, labels, prefix.shape[1])
         return VLAOutput(loss=out.loss, logits=out.logits, action_accuracy=acc, action_l1=l1)
 
     @torch.no_grad()
-    def _action_metrics(self, logits: torch.Tensor, labels: torch.Tensor, num_patches: int):
-        preds = logits[:, num_patches:-1].argmax(-1)
+    def _action_metrics(self, logits: torch.Tensor, labels: torch.Tensor, num_prefix: int):
+        """Token accuracy and L1 between decoded bins, over action-token labels only (EOS excluded)."""
+        preds = logits[:, num_prefix:-1].argmax(-1)
         gt = labels[:, 1:]
         mask = gt > self.action_tokenizer.begin_idx
         if not mask.any():
@@ -182,13 +248,14 @@ class VLA(nn.Module):
 
     @torch.inference_mode()
     def generate_action_ids(self, input_ids: torch.Tensor, pixel_values: torch.Tensor,
-                            attention_mask: torch.Tensor | None, num_tokens: int) -> torch.Tensor:
+                            attention_mask: torch.Tensor | None, num_tokens: int,
+                            proprio: torch.Tensor | None = None) -> torch.Tensor:
         """Greedy decoding of ``num_tokens`` ids with a KV cache: [B, num_tokens]."""
         device = self.device
         input_ids = input_ids.to(device)
-        patches = self.embed_images(pixel_values.to(device))
+        prefix = self.prefix_embeddings(pixel_values.to(device), None if proprio is None else proprio.to(device))
         mask = attention_mask.to(device) if attention_mask is not None else None
-        embeds, mask, _ = self._splice(input_ids, patches, mask, None)
+        embeds, mask, _ = self._splice(input_ids, prefix, mask, None)
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0) if mask is not None else None
         lm = self.language_model
         out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=True,
@@ -205,21 +272,69 @@ class VLA(nn.Module):
             tokens.append(token)
         return torch.stack(tokens, dim=1)
 
+    @torch.inference_mode()
+    def parallel_decode(self, input_ids: torch.Tensor, pixel_values: torch.Tensor,
+                        attention_mask: torch.Tensor | None, proprio: torch.Tensor | None = None) -> torch.Tensor:
+        """OFT: one bidirectional pass over zero-embedded action slots -> normalised actions [B, chunk, D]."""
+        cfg = self.config
+        device = self.device
+        b, n_slots = input_ids.shape[0], cfg.action_slots
+        placeholder = input_ids.new_full((b, n_slots), self.action_tokenizer.begin_idx + 1)
+        eos = input_ids.new_full((b, 1), int(cfg.llm.get("eos_token_id", 2)))
+        ids = torch.cat([input_ids, placeholder, eos], dim=1).to(device)
+        slots = torch.zeros_like(ids, dtype=torch.bool)
+        slots[:, -1 - n_slots:-1] = True
+        mask = None
+        if attention_mask is not None:
+            mask = torch.cat([attention_mask, attention_mask.new_ones((b, n_slots + 1))], dim=1).to(device)
+        prefix = self.prefix_embeddings(pixel_values.to(device), None if proprio is None else proprio.to(device))
+        embeds, mask, _ = self._splice(ids, prefix, mask, None, slots)
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0) if mask is not None else None
+        out = self.language_model(inputs_embeds=embeds, attention_mask=self._bidirectional_mask(mask, embeds),
+                                  position_ids=position_ids, use_cache=False,
+                                  output_hidden_states=cfg.action_head == "l1")
+        if cfg.action_head == "l1":
+            return self.action_head(self._slot_hidden(out.hidden_states[-1], slots)).float().clamp(-1, 1).cpu()
+        logits = out.logits[:, -2 - n_slots:-2]  # the position before each slot predicts it
+        normalized = self.action_tokenizer.decode(logits.argmax(-1))
+        return torch.from_numpy(normalized).reshape(b, cfg.action_chunk, cfg.action_dim)
+
+    def normalize_proprio(self, proprio: np.ndarray | torch.Tensor, unnorm_key: str | None) -> torch.Tensor:
+        """Raw proprio [B, P] -> [-1, 1] with the dataset's q01/q99 (clipped), as OFT does."""
+        arr = np.asarray(proprio, dtype=np.float64).reshape(-1, self.config.proprio_dim)
+        stats = self.norm_stats.get(unnorm_key, {}).get("proprio") if unnorm_key else None
+        if stats is not None:
+            low, high = np.asarray(stats["q01"]), np.asarray(stats["q99"])
+            arr = np.clip(2 * (arr - low) / (high - low + 1e-8) - 1, -1, 1)
+        return torch.from_numpy(arr.astype(np.float32))
+
     def predict_action(self, pixel_values: torch.Tensor | None = None, input_ids: torch.Tensor | None = None,
                        attention_mask: torch.Tensor | None = None, unnorm_key: str | None = None,
                        image: ImageLike | list[ImageLike] | None = None,
-                       instruction: str | list[str] | None = None, **_: Any) -> np.ndarray:
-        """Actions in robot units: [D] for one input, [B, D] for a batch.
+                       instruction: str | list[str] | None = None,
+                       wrist_image: ImageLike | list[ImageLike] | None = None,
+                       proprio: np.ndarray | torch.Tensor | None = None, **_: Any) -> np.ndarray:
+        """Actions in robot units: [D] for one input, [B, D] for a batch; with action chunks, [chunk, D] and
+        [B, chunk, D].
 
         Give either ``image`` + ``instruction`` (the processor runs) or ``pixel_values`` + ``input_ids``.
+        ``wrist_image`` and ``proprio`` (raw units) are for models configured to take them.
         """
+        cfg = self.config
         key = self.resolve_unnorm_key(unnorm_key)
         if image is not None:
             if instruction is None:
                 raise ValueError("predict_action(image=...) needs an instruction")
             single = not isinstance(image, list | tuple)
-            batch = self.processor(instruction, list(image) if not single else [image])
+            images = [image] if single else list(image)
+            batch = self.processor(instruction, images)
             prompts, pixel_values = batch["input_ids"], batch["pixel_values"]
+            if cfg.num_images > 1:
+                if wrist_image is None:
+                    raise ValueError(f"this model takes {cfg.num_images} cameras; pass wrist_image")
+                wrists = [wrist_image] if single else list(wrist_image)
+                extra = torch.stack([self.processor.preprocess_image(w) for w in wrists])
+                pixel_values = torch.cat([pixel_values, extra], dim=1)
         else:
             if pixel_values is None or input_ids is None:
                 raise ValueError("predict_action needs image + instruction, or pixel_values + input_ids")
@@ -233,10 +348,16 @@ class VLA(nn.Module):
                                          strict=True)]
         if len(prompts) != pixel_values.shape[0]:
             raise ValueError(f"got {pixel_values.shape[0]} images for {len(prompts)} prompts")
+        state = self.normalize_proprio(proprio, key) if (cfg.proprio_dim and proprio is not None) else None
         ids, mask = self.pack_prompts(prompts)
-        dim = self.action_dim_for(key)
-        token_ids = self.generate_action_ids(ids, pixel_values, mask, dim)
-        normalized = self.action_tokenizer.decode(token_ids)
+        if cfg.parallel_decoding:
+            normalized = self.parallel_decode(ids, pixel_values, mask, state).numpy().astype(np.float64)
+        else:
+            dim = self.action_dim_for(key)
+            token_ids = self.generate_action_ids(ids, pixel_values, mask, dim * cfg.action_chunk, state)
+            normalized = self.action_tokenizer.decode(token_ids)
+            if cfg.action_chunk > 1:
+                normalized = normalized.reshape(len(prompts), cfg.action_chunk, dim)
         actions = normalized if key is None else unnormalize_actions(
-            normalized, self.norm_stats[key]["action"], self.config.action_normalization)
+            normalized, self.norm_stats[key]["action"], cfg.action_normalization)
         return actions[0] if single else actions

@@ -17,15 +17,18 @@ from openvla.model.vla import IGNORE_INDEX
 
 
 class SampleBuilder:
-    """Frame dict (images, normalised actions [T, D], instruction) -> ids, labels, pixel values."""
+    """Frame dict (images, normalised actions [T, D], instruction, state) -> ids, labels, pixels, targets."""
 
     def __init__(self, processor: VLAProcessor, action_tokenizer: ActionTokenizer, empty_token_id: int,
-                 eos_token_id: int, camera: str = "image") -> None:
+                 eos_token_id: int, cameras: tuple[str, ...] = ("image",), chunk: int = 1,
+                 proprio: bool = False) -> None:
         self.processor = processor
         self.action_tokenizer = action_tokenizer
         self.empty_token_id = empty_token_id
         self.eos_token_id = eos_token_id
-        self.camera = camera
+        self.cameras = tuple(cameras)
+        self.chunk = chunk
+        self.proprio = proprio
         self._prompts: dict[str, list[int]] = {}
 
     def __call__(self, frame: dict[str, Any]) -> dict[str, Any]:
@@ -33,14 +36,18 @@ class SampleBuilder:
         prompt = self._prompts.get(text)
         if prompt is None:
             prompt = self._prompts[text] = self.processor.tokenize(text) + [self.empty_token_id]
-        actions = np.asarray(frame["actions"], dtype=np.float64)
-        actions = actions[:1] if actions.ndim == 2 else actions[None]  # one step per prediction (OpenVLA)
+        actions = np.asarray(frame["actions"], dtype=np.float32).reshape(-1, np.shape(frame["actions"])[-1])
+        actions = actions[: self.chunk]
         action_ids = self.action_tokenizer.encode(actions).reshape(-1).tolist()
         ids = prompt + action_ids + [self.eos_token_id]
         labels = [IGNORE_INDEX] * len(prompt) + action_ids + [self.eos_token_id]
-        return {"input_ids": ids, "labels": labels,
-                "pixel_values": self.processor.preprocess_image(frame["images"][self.camera]),
-                "dataset_name": frame.get("dataset_name", "")}
+        pixels = [self.processor.preprocess_image(frame["images"][cam]) for cam in self.cameras]
+        sample = {"input_ids": ids, "labels": labels, "actions": torch.from_numpy(actions),
+                  "pixel_values": pixels[0] if len(pixels) == 1 else torch.cat(pixels, dim=0),
+                  "dataset_name": frame.get("dataset_name", "")}
+        if self.proprio:
+            sample["proprio"] = torch.as_tensor(np.asarray(frame["state"], dtype=np.float32))
+        return sample
 
 
 def collate(samples: list[dict[str, Any]], pad_token_id: int) -> dict[str, Any]:
@@ -54,9 +61,13 @@ def collate(samples: list[dict[str, Any]], pad_token_id: int) -> dict[str, Any]:
         ids[i, :n] = torch.tensor(s["input_ids"])
         labels[i, :n] = torch.tensor(s["labels"])
         mask[i, :n] = 1
-    return {"input_ids": ids, "labels": labels, "attention_mask": mask,
-            "pixel_values": torch.stack([s["pixel_values"] for s in samples]),
-            "dataset_names": [s["dataset_name"] for s in samples]}
+    batch = {"input_ids": ids, "labels": labels, "attention_mask": mask,
+             "pixel_values": torch.stack([s["pixel_values"] for s in samples]),
+             "actions": torch.stack([s["actions"] for s in samples]),
+             "dataset_names": [s["dataset_name"] for s in samples]}
+    if "proprio" in samples[0]:
+        batch["proprio"] = torch.stack([s["proprio"] for s in samples])
+    return batch
 
 
 class Collator:

@@ -16,10 +16,11 @@ class TrainConfig:
     # model: a preset (random init, from scratch) or a checkpoint (ours or the OpenVLA layout)
     preset: str | None = "small"
     checkpoint: str | None = None
+    model: dict[str, Any] = field(default_factory=dict)  # VLAConfig overrides for a preset (OFT knobs, sizes)
     # data: our (LeRobot-format) dataset folders, optionally weighted
     data: list[str] = field(default_factory=list)
     weights: list[float] | None = None
-    camera: str = "image"
+    cameras: list[str] = field(default_factory=lambda: ["image"])  # primary first, then wrist cameras
     augment: bool = False
     num_workers: int = 2
     # what to train

@@ -20,6 +20,8 @@ from openvla.train.distributed import DistEnv, all_mean, barrier, init_distribut
 from openvla.train.metrics import MetricsLogger, plot_curves
 from openvla.train.modes import LoraSettings, apply_mode, count_parameters
 
+MODEL_INPUTS = ("input_ids", "pixel_values", "attention_mask", "labels", "proprio", "actions")
+
 
 class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
@@ -43,6 +45,13 @@ def build_model(cfg: TrainConfig, datasets: list[Any], tokenizer_dir: Path | Non
         raise ValueError("set either `preset` (train from scratch) or `checkpoint` (fine-tune)")
     config = get_preset(cfg.preset)
     config.action_dim = datasets[0].action_dim
+    for key, value in cfg.model.items():  # architecture overrides, e.g. {"action_chunk": 8}
+        if not hasattr(config, key):
+            raise ValueError(f"unknown model config key {key!r} in `model`")
+        setattr(config, key, value)
+    if config.proprio_dim == -1:  # "take the data's proprio size"
+        config.proprio_dim = datasets[0].state_dim or 0
+    config.num_images = len(cfg.cameras)
     if tokenizer_dir is not None and tokenizer_dir.exists():
         from openvla.checkpoint.common import load_tokenizer
 
@@ -59,9 +68,13 @@ def check_compatible(vla: VLA, datasets: list[Any], cfg: TrainConfig) -> None:
         if d.action_dim != want:
             raise ValueError(f"dataset {d.root} has {d.action_dim}-D actions but the model predicts {want}-D; "
                              "train from a preset (it adapts) or pick a checkpoint trained on this action space")
-        if cfg.camera not in d.cameras:
-            raise ValueError(f"dataset {d.root} has no camera {cfg.camera!r}; cameras: {d.cameras} "
-                             f"(--set camera=NAME)")
+        missing = [c for c in cfg.cameras if c not in d.cameras]
+        if missing:
+            raise ValueError(f"dataset {d.root} has no camera {missing}; cameras: {d.cameras} "
+                             f"(--set cameras='[\"NAME\"]')")
+        if vla.config.proprio_dim and d.state_dim != vla.config.proprio_dim:
+            raise ValueError(f"dataset {d.root} has {d.state_dim}-D states; the model takes "
+                             f"{vla.config.proprio_dim}-D proprio")
     if vla.tokenizer is None:
         raise ValueError("the model has no tokenizer; fine-tuning needs one saved with the checkpoint")
 
@@ -91,12 +104,14 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> tuple[torch.optim.Opti
 def make_training_loader(vla: VLA, datasets: list[Any], cfg: TrainConfig, env: DistEnv):
     from openvla.data.loader import make_loader
 
-    builder = SampleBuilder(vla.processor, vla.action_tokenizer, vla.config.empty_token_id,
-                            int(vla.config.llm.get("eos_token_id", 2)), camera=cfg.camera)
+    mc = vla.config
+    builder = SampleBuilder(vla.processor, vla.action_tokenizer, mc.empty_token_id,
+                            int(mc.llm.get("eos_token_id", 2)), cameras=tuple(cfg.cameras),
+                            chunk=mc.action_chunk, proprio=mc.proprio_dim > 0)
     return make_loader(datasets, weights=cfg.weights, batch_size=cfg.batch_size, seed=cfg.seed + 1000 * env.rank,
-                       chunk=1, cameras=(cfg.camera,), augment=cfg.augment, num_workers=cfg.num_workers,
-                       frame_transform=builder, collate=Collator(vla.tokenizer.pad_token_id),
-                       image_size=vla.config.image_size)
+                       chunk=mc.action_chunk, cameras=tuple(cfg.cameras), with_state=mc.proprio_dim > 0,
+                       augment=cfg.augment, num_workers=cfg.num_workers, frame_transform=builder,
+                       collate=Collator(vla.tokenizer.pad_token_id), image_size=mc.image_size)
 
 
 # ------------------------------------------------------------------------------------------- the loop
@@ -152,11 +167,9 @@ def train(cfg: TrainConfig) -> Path:
             t_data = time.perf_counter()
             batch = next(batches)
             wait += time.perf_counter() - t_data
+            inputs = {k: batch[k].to(env.device) for k in MODEL_INPUTS if k in batch}
             with torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=bf16):
-                out = forward(input_ids=batch["input_ids"].to(env.device),
-                              pixel_values=batch["pixel_values"].to(env.device),
-                              attention_mask=batch["attention_mask"].to(env.device),
-                              labels=batch["labels"].to(env.device))
+                out = forward(**inputs)
             if not torch.isfinite(out.loss):
                 raise NonFiniteLoss(f"loss is {out.loss.item()} at step {step + 1}; the last good checkpoint is "
                                     f"{last_good or 'none (no checkpoint was written yet)'}")

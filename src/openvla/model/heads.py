@@ -1,0 +1,63 @@
+"""OpenVLA-OFT's extra modules: the MLP-ResNet L1 action head and the proprio projector."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class MLPResNetBlock(nn.Module):
+    """Pre-LayerNorm residual block: x + ReLU(Linear(LN(x)))."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.ffn = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.ffn(x)
+
+
+class MLPResNet(nn.Module):
+    """LN -> Linear -> ReLU -> N residual blocks -> LN -> Linear (OFT's ``MLPResNet``)."""
+
+    def __init__(self, num_blocks: int, input_dim: int, hidden_dim: int, output_dim: int) -> None:
+        super().__init__()
+        self.layer_norm1 = nn.LayerNorm(input_dim)
+        self.fc1 = nn.Linear(input_dim, hidden_dim)
+        self.relu = nn.ReLU()
+        self.mlp_resnet_blocks = nn.ModuleList(MLPResNetBlock(hidden_dim) for _ in range(num_blocks))
+        self.layer_norm2 = nn.LayerNorm(hidden_dim)
+        self.fc2 = nn.Linear(hidden_dim, output_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.fc1(self.layer_norm1(x)))
+        for block in self.mlp_resnet_blocks:
+            x = block(x)
+        return self.fc2(self.layer_norm2(x))
+
+
+class L1RegressionActionHead(nn.Module):
+    """Hidden states of one timestep's D action slots, concatenated -> D continuous actions in [-1, 1]."""
+
+    def __init__(self, llm_dim: int, action_dim: int, num_blocks: int = 2) -> None:
+        super().__init__()
+        self.action_dim = action_dim
+        self.model = MLPResNet(num_blocks, llm_dim * action_dim, llm_dim, action_dim)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[B, chunk * D, H] -> [B, chunk, D]."""
+        b, n, h = hidden.shape
+        return self.model(hidden.reshape(b, n // self.action_dim, self.action_dim * h))
+
+
+class ProprioProjector(nn.Module):
+    """Proprio vector -> one LM token: Linear -> GELU -> Linear."""
+
+    def __init__(self, proprio_dim: int, llm_dim: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(proprio_dim, llm_dim)
+        self.act_fn1 = nn.GELU()
+        self.fc2 = nn.Linear(llm_dim, llm_dim)
+
+    def forward(self, proprio: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act_fn1(self.fc1(proprio)))

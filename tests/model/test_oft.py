@@ -1,0 +1,111 @@
+"""The OFT recipe as configuration: chunks, parallel decoding, the L1 head, proprio and a wrist camera."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from openvla import VLA, get_preset
+from openvla.train.batching import Collator, SampleBuilder
+
+TASKS = ["open the drawer", "push the button"]
+STATS = {"toy": {"action": {"q01": [-2.0] * 4, "q99": [2.0] * 4, "mask": [True, True, True, False]},
+                 "proprio": {"q01": [0.0] * 3, "q99": [10.0] * 3}}}
+
+
+def _oft_model(head: str, chunk: int = 4, proprio: int = 3, images: int = 2) -> VLA:
+    cfg = get_preset("tiny")
+    for v in cfg.vision:
+        v.image_size = 56  # 16 patches per camera keeps this test fast
+    cfg.action_dim, cfg.action_chunk, cfg.parallel_decoding = 4, chunk, True
+    cfg.action_head, cfg.proprio_dim, cfg.num_images = head, proprio, images
+    cfg.norm_stats = STATS
+    return VLA.create(cfg, TASKS, seed=0)
+
+
+def _data(vla: VLA, n: int = 4):
+    rng = np.random.default_rng(0)
+    builder = SampleBuilder(vla.processor, vla.action_tokenizer, vla.config.empty_token_id, 2,
+                            cameras=("image", "wrist"), chunk=vla.config.action_chunk, proprio=True)
+    frames = []
+    for i in range(n):
+        frames.append({"images": {"image": rng.integers(0, 255, (32, 32, 3), dtype=np.uint8),
+                                  "wrist": rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)},
+                       "actions": rng.uniform(-0.9, 0.9, (vla.config.action_chunk, 4)).astype(np.float32),
+                       "state": rng.uniform(-1, 1, 3).astype(np.float32), "instruction": TASKS[i % 2]})
+    return frames, Collator(vla.tokenizer.pad_token_id)([builder(f) for f in frames])
+
+
+@pytest.mark.parametrize("head", ["l1", "tokens"])
+def test_parallel_decoding_model_fits_and_predicts_unnormalised_chunks(head):
+    torch.manual_seed(0)
+    vla = _oft_model(head)
+    frames, batch = _data(vla)
+    opt = torch.optim.AdamW(vla.parameters(), lr=3e-3)
+    inputs = {k: batch[k] for k in ("input_ids", "pixel_values", "attention_mask", "labels", "proprio", "actions")}
+    first = vla(**inputs).loss.item()
+    for _ in range(30):
+        loss = vla(**inputs).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.8 * first
+    vla.eval()
+    raw_state = [50 + 0 * f["state"] for f in frames]  # clipped to +1 by the proprio bounds
+    out = vla.predict_action(image=[f["images"]["image"] for f in frames], instruction=[f["instruction"] for f in frames],
+                             wrist_image=[f["images"]["wrist"] for f in frames], proprio=np.stack(raw_state))
+    assert out.shape == (4, 4, 4)
+    # un-normalisation: dims with mask True map [-1, 1] to [q01, q99] = [-2, 2]; the gripper passes through
+    assert np.abs(out[..., :3]).max() <= 2.0 + 1e-6 and np.abs(out[..., 3]).max() <= 1.0 + 1e-6
+    single = vla.predict_action(image=frames[0]["images"]["image"], instruction=frames[0]["instruction"],
+                                wrist_image=frames[0]["images"]["wrist"], proprio=raw_state[0])
+    assert single.shape == (4, 4)
+    np.testing.assert_allclose(single, out[0], atol=1e-5)
+
+
+def test_parallel_model_learns_and_inference_matches_the_training_pass():
+    torch.manual_seed(0)
+    vla = _oft_model("l1")
+    frames, batch = _data(vla)
+    opt = torch.optim.AdamW(vla.parameters(), lr=3e-3)
+    inputs = {k: batch[k] for k in ("input_ids", "pixel_values", "attention_mask", "labels", "proprio", "actions")}
+    first = vla(**inputs).loss.item()
+    for _ in range(100):
+        loss = vla(**inputs).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.3 * first
+    vla.eval()
+    with torch.no_grad():
+        trained = vla(**inputs).predicted_actions
+    ids, mask = vla.pack_prompts([vla.processor.tokenize(f["instruction"]) for f in frames])
+    normalized = vla.parallel_decode(ids, batch["pixel_values"], mask, batch["proprio"])
+    torch.testing.assert_close(normalized, trained, atol=1e-5, rtol=0)
+
+
+def test_autoregressive_chunks_batched_equal_unbatched():
+    cfg = get_preset("tiny")
+    cfg.action_chunk = 3
+    vla = VLA.create(cfg, TASKS, seed=1)
+    rng = np.random.default_rng(1)
+    imgs = [rng.integers(0, 255, (40, 40, 3), dtype=np.uint8) for _ in range(3)]
+    texts = ["open the drawer", "push the button now", "open"]
+    batched = vla.predict_action(image=imgs, instruction=texts)
+    assert batched.shape == (3, 3, 7)
+    for i in range(3):
+        np.testing.assert_array_equal(vla.predict_action(image=imgs[i], instruction=texts[i]), batched[i])
+
+
+def test_missing_extra_inputs_are_clear_errors():
+    vla = _oft_model("l1")
+    img = np.zeros((32, 32, 3), np.uint8)
+    with pytest.raises(ValueError, match="pass wrist_image"):
+        vla.predict_action(image=img, instruction="open the drawer", proprio=np.zeros(3))
+    with pytest.raises(ValueError, match="pass proprio"):
+        vla.predict_action(image=img, instruction="open the drawer", wrist_image=img)
+    with pytest.raises(ValueError, match="needs parallel_decoding"):
+        cfg = get_preset("tiny")
+        cfg.action_head = "l1"
+        VLA(cfg)
