@@ -1,0 +1,116 @@
+"""Actions per second and latency of every inference path, in one run, on one preset and device.
+
+    python benchmarks/inference.py --preset small            # this CPU
+    python benchmarks/inference.py --preset openvla-7b --device cuda --dtype bfloat16
+
+Rows: (a) plain transformers `generate` on the same weights (the reference's way: image spliced once, then
+HF's generation loop), (b) our KV-cache decoding at batch 1 and 8, (c) OFT parallel decoding with a chunk of
+8 (same backbone, L1 head), (d) our decoding with int8 dynamic quantisation of the LLM linears (CPU).
+Weights are random: speed does not depend on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import resource
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from openvla import VLA, get_preset
+
+
+def _timed(fn, repeats: int, warmup: int, sync) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def build(preset: str, device: str, dtype: torch.dtype, **overrides) -> VLA:
+    cfg = get_preset(preset)
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    if preset == "openvla-7b":  # random weights straight on the device; the Llama tokenizer is not needed
+        with torch.device(device):
+            vla = VLA(cfg)
+        return vla.to(dtype).eval()
+    return VLA.create(cfg, ["pick up the block"], seed=0).to(device=device, dtype=dtype).eval()
+
+
+def inputs(vla: VLA, batch: int, device: str):
+    size = vla.config.image_size
+    pixels = torch.randn(batch, vla.vision_backbone.in_channels * vla.config.num_images, size, size, device=device)
+    prompt = [1] + list(range(100, 120)) if vla.tokenizer is None else vla.processor.tokenize("pick up the block")
+    ids, mask = vla.pack_prompts([prompt] * batch)
+    return ids.to(device), pixels, mask
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype)
+    dev = args.device
+    sync = torch.cuda.synchronize if dev.startswith("cuda") else (lambda: None)
+    vla = build(args.preset, dev, dtype)
+    dim = vla.config.action_dim
+    rows = []
+
+    def record(name: str, fn, batch: int, actions_per_call: int) -> None:
+        if dev.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        with torch.inference_mode():
+            times = _timed(fn, args.repeats, 3, sync)
+        p50, p99 = statistics.median(times), float(np.percentile(times, 99))
+        peak = (torch.cuda.max_memory_allocated() / 2**30 if dev.startswith("cuda")
+                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+        rows.append((name, batch, actions_per_call * batch / p50, p50 * 1000, p99 * 1000, peak))
+
+    ids1, pix1, mask1 = inputs(vla, 1, dev)
+    ids8, pix8, mask8 = inputs(vla, 8, dev)
+
+    def hf_generate(ids=ids1, pixels=pix1):
+        prefix = vla.prefix_embeddings(pixels, None)
+        embeds, _, _ = vla._splice(ids, prefix, None, None)
+        return vla.language_model.generate(inputs_embeds=embeds, max_new_tokens=dim, min_new_tokens=dim,
+                                           do_sample=False, pad_token_id=0)
+
+    record("(a) transformers generate", hf_generate, 1, 1)
+    record("(b) ours, KV cache", lambda: vla.generate_action_ids(ids1, pix1, mask1, dim), 1, 1)
+    record("(b) ours, KV cache", lambda: vla.generate_action_ids(ids8, pix8, mask8, dim), 8, 1)
+    oft = build(args.preset, dev, dtype, action_chunk=8, parallel_decoding=True, action_head="l1")
+    record("(c) parallel decoding, chunk 8, L1 head", lambda: oft.parallel_decode(ids1, pix1, mask1), 1, 8)
+    record("(c) parallel decoding, chunk 8, L1 head", lambda: oft.parallel_decode(ids8, pix8, mask8), 8, 8)
+    if dev == "cpu":
+        from openvla.model.quantize import quantize_int8
+
+        q = quantize_int8(copy.deepcopy(vla))
+        record("(d) ours + int8 dynamic (LLM linears)", lambda: q.generate_action_ids(ids1, pix1, mask1, dim), 1, 1)
+    base = rows[0][2]
+    mem = "peak GPU GiB" if dev.startswith("cuda") else "peak RSS GiB"
+    print(f"\npreset {args.preset}, device {dev}, dtype {args.dtype}, threads {torch.get_num_threads()}, "
+          f"{args.repeats} timed calls each (median)")
+    print(f"| path | batch | actions/s | x (a) | p50 ms | p99 ms | {mem} |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, batch, aps, p50, p99, peak in rows:
+        print(f"| {name} | {batch} | {aps:.1f} | {aps / base:.1f} | {p50:.1f} | {p99:.1f} | {peak:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""int8 dynamic quantisation keeps a trained model's actions within one bin of float32."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import numpy as np
+import torch
+
+from openvla import VLA, get_preset
+from openvla.model.quantize import quantize_int8
+
+ONE_BIN = 2 / 255  # the reported tolerance, in normalised action space
+
+
+def test_int8_actions_stay_within_one_bin_of_float32():
+    torch.manual_seed(0)
+    vla = VLA.create(get_preset("tiny"), ["open the drawer", "push the button"], seed=0)
+    tok = vla.action_tokenizer
+    rng = np.random.default_rng(0)
+    samples = [(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8), t, rng.uniform(-0.9, 0.9, 7))
+               for t in ("open the drawer", "push the button") for _ in range(2)]
+    rows = [vla.processor.tokenize(t) + [vla.config.empty_token_id] + tok.encode(a).tolist() + [2]
+            for _, t, a in samples]
+    width = max(map(len, rows))
+    pad = vla.config.llm["pad_token_id"]
+    ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
+    labels = ids.clone()
+    for i, r in enumerate(rows):
+        labels[i, : len(r) - 8] = -100
+    labels[ids == pad] = -100
+    pixels = torch.stack([vla.processor.preprocess_image(s[0]) for s in samples])
+    opt = torch.optim.AdamW(vla.parameters(), lr=3e-3)
+    for _ in range(60):
+        loss = vla(input_ids=ids, pixel_values=pixels, attention_mask=(ids != pad).long(), labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    vla.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's deprecation notice for quantized tensors
+        quantized = quantize_int8(copy.deepcopy(vla))
+    images, texts = [s[0] for s in samples], [s[1] for s in samples]
+    reference = vla.predict_action(image=images, instruction=texts)
+    np.testing.assert_allclose(reference, np.stack([s[2] for s in samples]), atol=ONE_BIN)  # it was fitted
+    got = quantized.predict_action(image=images, instruction=texts)
+    assert np.abs(got - reference).max() <= ONE_BIN + 1e-9
+    assert isinstance(quantized.language_model.model.layers[0].mlp.up_proj,
+                      torch.ao.nn.quantized.dynamic.Linear)
