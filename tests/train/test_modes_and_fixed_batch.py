@@ -10,7 +10,7 @@ from openvla import VLA, get_preset
 from openvla.train.batching import Collator, SampleBuilder
 from openvla.train.config import TrainConfig
 from openvla.train.merge import merge_adapter
-from openvla.train.modes import apply_mode, count_parameters, lora_targets
+from openvla.train.modes import apply_mode, count_parameters, lora_targets, unused_module_prefixes
 from openvla.train.trainer import make_optimizer
 
 TASKS = ["open the drawer", "push the button", "pick up the block"]
@@ -40,8 +40,11 @@ def test_modes_train_only_their_parts():
         names = _trainable_names(model)
         counts[mode] = count_parameters(model)[0]
         vision = {n for n in names if n.startswith("vision_backbone.")}
-        if mode == "full":
-            assert counts[mode] == count_parameters(model)[1]
+        if mode == "full":  # everything but what the loss cannot reach
+            unused = tuple(unused_module_prefixes(model))
+            frozen = {n for n, _ in model.named_parameters() if n.startswith(unused)}
+            assert frozen and not names & frozen
+            assert names | frozen == {n for n, _ in model.named_parameters()}
         if mode == "frozen-vision":
             assert not vision and any(n.startswith("projector.") for n in names)
         if mode == "last-layer":
@@ -52,9 +55,9 @@ def test_modes_train_only_their_parts():
             assert not any(n.startswith("language_model.model.layers.0.") for n in names)
     assert counts["last-layer"] < counts["sandwich"] < counts["full"]
     assert counts["frozen-vision"] < counts["full"]
-    vla = _model()
-    vision_params = sum(p.numel() for p in vla.vision_backbone.parameters())
-    assert counts["full"] - counts["frozen-vision"] == vision_params
+    full = apply_mode(_model(), "full")
+    vision_trainable = sum(p.numel() for p in full.vision_backbone.parameters() if p.requires_grad)
+    assert counts["full"] - counts["frozen-vision"] == vision_trainable
 
 
 def test_lora_wraps_every_used_linear_and_nothing_else():

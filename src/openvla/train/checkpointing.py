@@ -19,6 +19,9 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_
 from openvla.train.distributed import DistEnv, barrier
 
 _OPTIONS = StateDictOptions(ignore_frozen_params=True)
+# Frozen parameters come from the model's own start (preset seed or base checkpoint), not the checkpoint;
+# a trainable one missing from the checkpoint still fails in dcp.load.
+_LOAD_OPTIONS = StateDictOptions(ignore_frozen_params=True, strict=False)
 
 
 def _dir(run: Path) -> Path:
@@ -80,7 +83,7 @@ def load_checkpoint(directory: Path, model, optimizer, env: DistEnv) -> dict[str
     state = {"model": model_sd, "optim": optim_sd}
     dcp.load(state, checkpoint_id=str(directory))
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
-                   options=_OPTIONS)
+                   options=_LOAD_OPTIONS)
     path = directory / f"trainer-rank{env.rank}.pt"
     if not path.exists():
         raise RuntimeError(f"{directory} was written by a run with another number of processes "

@@ -26,8 +26,11 @@ def _last_layer_modules(model: nn.Module) -> list[nn.Module]:
 
 
 def unused_module_prefixes(model: nn.Module) -> list[str]:
-    """Modules that never see gradients: ViT blocks after the feature block, final ViT norms, SigLIP head."""
-    prefixes = []
+    """Parameters that never see gradients: ViT blocks after the feature block, final ViT norms, the SigLIP
+    head, DINOv2's mask token, and the LM head when an L1 head makes the actions."""
+    prefixes = ["vision_backbone.featurizer.embeddings.mask_token"]
+    if model.config.action_head == "l1":
+        prefixes.append("language_model.lm_head.")
     vb = model.vision_backbone
     for attr, cfg in (("featurizer", vb.configs[0]), ("fused_featurizer", vb.configs[-1])):
         vit = getattr(vb, attr)
@@ -58,7 +61,12 @@ def apply_mode(model: nn.Module, mode: str, lora: LoraSettings | None = None) ->
         targets = [re.escape(n) for n in lora_targets(model)]
         config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                             init_lora_weights="gaussian", target_modules="^(" + "|".join(targets) + ")$")
-        return get_peft_model(model, config)
+        peft_model = get_peft_model(model, config)
+        for name in ("action_head", "proprio_projector"):  # new modules train in full, as in OFT
+            module = getattr(model, name, None)
+            if module is not None:
+                module.requires_grad_(True)
+        return peft_model
     model.requires_grad_(mode == "full")
     if mode == "frozen-vision":
         model.requires_grad_(True)
@@ -71,7 +79,16 @@ def apply_mode(model: nn.Module, mode: str, lora: LoraSettings | None = None) ->
         model.projector.requires_grad_(True)
         for m in _last_layer_modules(model):
             m.requires_grad_(True)
+    _freeze_unused(model)
     return model
+
+
+def _freeze_unused(model: nn.Module) -> None:
+    """No optimiser state or DDP bucket for parameters the loss cannot reach."""
+    skip = tuple(unused_module_prefixes(model))
+    for name, p in model.named_parameters():
+        if (name + ".").startswith(skip) or name.startswith(skip):
+            p.requires_grad_(False)
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
