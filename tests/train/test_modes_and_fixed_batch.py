@@ -120,3 +120,20 @@ def test_unknown_mode_and_config_keys_are_clear():
         apply_mode(_model(), "everything")
     with pytest.raises(ValueError, match=r"unknown training config keys \['lrr'\]"):
         TrainConfig().with_overrides(["lrr=1"])
+
+
+def test_lora_on_the_7b_preset_counts_its_trainable_parameters():
+    """Reference (PEFT 0.11 "all-linear"): 110,828,288. Ours wraps only layers the loss reaches and the ViTs'
+    separate q/k/v (see docs/train.md for the arithmetic): 112,443,392."""
+    with torch.device("meta"):
+        model = apply_mode(VLA(get_preset("openvla-7b")), "lora")
+    trainable, total = count_parameters(model)
+    assert trainable == 112_443_392
+    by_part = {"llm": 0, "lm_head": 0, "projector": 0, "dino": 0, "siglip": 0}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            part = ("lm_head" if "lm_head" in name else "projector" if "projector" in name
+                    else "siglip" if "fused_featurizer" in name else "dino" if "featurizer" in name else "llm")
+            by_part[part] += p.numel()
+    assert by_part == {"llm": 79_953_920, "lm_head": 1_157_120, "projector": 1_019_904,
+                       "dino": 23 * 589_824, "siglip": 26 * 644_096}
