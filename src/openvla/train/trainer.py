@@ -108,7 +108,8 @@ def make_training_loader(vla: VLA, datasets: list[Any], cfg: TrainConfig, env: D
     builder = SampleBuilder(vla.processor, vla.action_tokenizer, mc.empty_token_id,
                             int(mc.llm.get("eos_token_id", 2)), cameras=tuple(cfg.cameras),
                             chunk=mc.action_chunk, proprio=mc.proprio_dim > 0)
-    return make_loader(datasets, weights=cfg.weights, batch_size=cfg.batch_size, seed=cfg.seed + 1000 * env.rank,
+    return make_loader(datasets, weights=cfg.weights, batch_size=cfg.batch_size, seed=cfg.seed,
+                       rank=env.rank, world_size=env.world_size,
                        chunk=mc.action_chunk, cameras=tuple(cfg.cameras), with_state=mc.proprio_dim > 0,
                        augment=cfg.augment, num_workers=cfg.num_workers, frame_transform=builder,
                        collate=Collator(vla.tokenizer.pad_token_id), image_size=mc.image_size)
