@@ -154,11 +154,15 @@ PRESETS: dict[str, VLAConfig] = {
         vision=dinosiglip((1024, 24, 16, 4096), (1152, 27, 16, 4304)),
         llm=llama_config(4096, 32, 32, 11008, 32064),
     ),
-    # Trains from scratch on a CPU in minutes: small fused tower on 112px images, 4-layer Llama.
+    # Trains from scratch on a CPU in minutes: a small fused tower on 96px images (8x8 patches of 12px,
+    # features from the last block), a 2-layer Llama 128 wide and its own tokenizer.
     "small": VLAConfig(
         name="small",
-        vision=dinosiglip((128, 4, 4, 512), (128, 4, 4, 512), image_size=112, siglip_head=False),
-        llm=llama_config(256, 4, 4, 768, 1024 + 64),
+        vision=[VisionBackboneConfig("dinov2", 96, 3, 4, 384, patch_size=12, image_size=96, num_registers=4,
+                                     feature_layer=-1),
+                VisionBackboneConfig("siglip", 96, 3, 4, 384, patch_size=12, image_size=96, feature_layer=-1,
+                                     mean=INCEPTION_MEAN, std=INCEPTION_STD)],
+        llm=llama_config(128, 2, 4, 384, 1024 + 64),
         empty_token_id=3,
     ),
     # For tests: the fixture's sizes on a tiny vocabulary.

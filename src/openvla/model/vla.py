@@ -26,7 +26,7 @@ class VLAOutput:
     """What ``VLA.forward`` returns; accuracy and L1 (normalised space) are over action tokens only."""
 
     loss: torch.Tensor | None
-    logits: torch.Tensor
+    logits: torch.Tensor | None  # None for the L1 head, which never needs vocabulary logits
     action_accuracy: torch.Tensor | None = None
     action_l1: torch.Tensor | None = None
     predicted_actions: torch.Tensor | None = None  # L1 head: normalised [B, chunk, D]
@@ -184,18 +184,16 @@ class VLA(nn.Module):
         embeds, mask, full_labels = self._splice(input_ids, prefix, attention_mask, labels, slots)
         if cfg.parallel_decoding:
             mask = self._bidirectional_mask(mask, embeds)
-        regress = cfg.action_head == "l1"
-        out = self.language_model(inputs_embeds=embeds, attention_mask=mask,
-                                  labels=None if regress else full_labels, use_cache=False,
-                                  output_hidden_states=regress)
-        if regress:
-            if labels is None:
-                return VLAOutput(loss=None, logits=out.logits)
-            if actions is None:
-                raise ValueError("the L1 action head trains on continuous `actions` [B, chunk, D]")
-            pred = self.action_head(self._slot_hidden(out.hidden_states[-1], slots))
+        if cfg.action_head == "l1":  # the LM's final hidden states feed the head; no vocabulary logits
+            if labels is None or actions is None:
+                raise ValueError("the L1 action head trains on labels (to find the action slots) and "
+                                 "continuous `actions` [B, chunk, D]")
+            hidden = self.language_model.model(inputs_embeds=embeds, attention_mask=mask,
+                                               use_cache=False).last_hidden_state
+            pred = self.action_head(self._slot_hidden(hidden, slots))
             loss = (pred.float() - actions.to(pred.device).float()).abs().mean()
-            return VLAOutput(loss=loss, logits=out.logits, action_l1=loss.detach(), predicted_actions=pred)
+            return VLAOutput(loss=loss, logits=None, action_l1=loss.detach(), predicted_actions=pred)
+        out = self.language_model(inputs_embeds=embeds, attention_mask=mask, labels=full_labels, use_cache=False)
         acc = l1 = None
         if labels is not None:
             acc, l1 = self._action_metrics(out.logits, labels, prefix.shape[1])
@@ -290,11 +288,13 @@ class VLA(nn.Module):
         prefix = self.prefix_embeddings(pixel_values.to(device), None if proprio is None else proprio.to(device))
         embeds, mask, _ = self._splice(ids, prefix, mask, None, slots)
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0) if mask is not None else None
-        out = self.language_model(inputs_embeds=embeds, attention_mask=self._bidirectional_mask(mask, embeds),
-                                  position_ids=position_ids, use_cache=False,
-                                  output_hidden_states=cfg.action_head == "l1")
+        bidirectional = self._bidirectional_mask(mask, embeds)
         if cfg.action_head == "l1":
-            return self.action_head(self._slot_hidden(out.hidden_states[-1], slots)).float().clamp(-1, 1).cpu()
+            hidden = self.language_model.model(inputs_embeds=embeds, attention_mask=bidirectional,
+                                               position_ids=position_ids, use_cache=False).last_hidden_state
+            return self.action_head(self._slot_hidden(hidden, slots)).float().clamp(-1, 1).cpu()
+        out = self.language_model(inputs_embeds=embeds, attention_mask=bidirectional, position_ids=position_ids,
+                                  use_cache=False)
         logits = out.logits[:, -2 - n_slots:-2]  # the position before each slot predicts it
         normalized = self.action_tokenizer.decode(logits.argmax(-1))
         return torch.from_numpy(normalized).reshape(b, cfg.action_chunk, cfg.action_dim)

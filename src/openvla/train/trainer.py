@@ -192,7 +192,7 @@ def train(cfg: TrainConfig) -> Path:
                           samples_per_s=cfg.batch_size * cfg.grad_accum * env.world_size / elapsed)
             if logger is not None:
                 logger.log(done, values)
-            bar.set_postfix(loss=f"{values['loss']:.4f}", acc=f"{values['action_accuracy']:.3f}")
+            bar.set_postfix(loss=f"{values['loss']:.4f}", l1=f"{values['action_l1']:.4f}")
         bar.update(1)
         if done % cfg.save_every == 0 or done == cfg.max_steps:
             trainer_state = {"step": done, "scheduler": scheduler.state_dict(), "loader": loader.state_dict(),
