@@ -1,0 +1,139 @@
+"""What the server runs: a VLA (batched, per-request unnorm keys) or any other ``Policy``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from openvla.serve.protocol import ActRequest
+
+
+class Backend(Protocol):
+    """The model side of the server; only the batcher's worker thread calls ``predict``."""
+
+    def check(self, request: ActRequest) -> str | None:
+        """Raise ValueError for a request this model cannot take; return its group (the unnorm key)."""
+
+    def predict(self, requests: list[ActRequest], group: str | None) -> list[np.ndarray]:
+        """One batched call: an action [D] or chunk [T, D] per request."""
+
+    def metadata(self) -> dict[str, Any]:
+        """What clients need to know: model name, action size, chunk length, unnorm keys, inputs."""
+
+
+class VLABackend:
+    """A VLA: requests sharing an unnorm key run as one ``predict_action`` call."""
+
+    def __init__(self, vla: Any, unnorm_key: str | None = None) -> None:
+        self.vla = vla.eval()
+        cfg = vla.config
+        self.takes_wrist = int(getattr(cfg, "num_images", 1) or 1) > 1
+        self.proprio_dim = int(getattr(cfg, "proprio_dim", 0) or 0)
+        self.chunk_length = int(getattr(cfg, "action_chunk", 1) or 1)
+        self.default_key = unnorm_key
+        if unnorm_key is not None:
+            vla.resolve_unnorm_key(unnorm_key)  # fail at start-up on a wrong --unnorm-key
+
+    def check(self, request: ActRequest) -> str | None:
+        key = self.vla.resolve_unnorm_key(request.unnorm_key if request.unnorm_key is not None
+                                          else self.default_key)
+        if self.takes_wrist and request.wrist_image is None:
+            raise ValueError("this model takes a wrist camera: send 'wrist_image' (uint8 HxWx3)")
+        if self.proprio_dim:
+            if request.state is None:
+                raise ValueError(f"this model takes a {self.proprio_dim}-D proprio state: send 'state'")
+            if request.state.shape[0] != self.proprio_dim:
+                raise ValueError(f"'state' must have {self.proprio_dim} values, got {request.state.shape[0]}")
+        return key
+
+    def predict(self, requests: list[ActRequest], group: str | None) -> list[np.ndarray]:
+        extra: dict[str, Any] = {}
+        if self.takes_wrist:
+            extra["wrist_image"] = [r.wrist_image for r in requests]
+        if self.proprio_dim:
+            extra["proprio"] = np.stack([r.state for r in requests])
+        actions = self.vla.predict_action(image=[r.image for r in requests],
+                                          instruction=[r.instruction for r in requests],
+                                          unnorm_key=group, **extra)
+        return [np.asarray(a) for a in actions]
+
+    def warm_up(self) -> None:
+        """One prediction on a blank frame: compiles kernels and proves the checkpoint works end to end."""
+        size = self.vla.config.image_size
+        keys = sorted(self.vla.norm_stats)
+        key = self.default_key or (keys[0] if keys else None)
+        blank = np.zeros((size, size, 3), np.uint8)
+        state = np.zeros(self.proprio_dim, np.float32) if self.proprio_dim else None
+        request = ActRequest(blank, "warm up", key, blank if self.takes_wrist else None, state)
+        self.predict([request], self.check(request))
+
+    def metadata(self) -> dict[str, Any]:
+        cfg = self.vla.config
+        keys = sorted(self.vla.norm_stats)
+        default = self.default_key or (keys[0] if len(keys) == 1 else None)
+        inputs = ["image", "instruction"] + (["wrist_image"] if self.takes_wrist else []) + (
+            ["state"] if self.proprio_dim else [])
+        return {
+            "model": cfg.name,
+            "action_dim": self.vla.action_dim_for(default),
+            "action_dims": {k: self.vla.action_dim_for(k) for k in keys},
+            "chunk_length": self.chunk_length,
+            "unnorm_keys": keys,
+            "default_unnorm_key": default,
+            "image_size": cfg.image_size,
+            "inputs": inputs,
+            "proprio_dim": self.proprio_dim,
+        }
+
+
+class PolicyBackend:
+    """Any ``Policy`` (``act``, or ``act_batch`` for batched calls); its unnorm key is fixed."""
+
+    def __init__(self, policy: Any) -> None:
+        self.policy = policy
+
+    def check(self, request: ActRequest) -> str | None:
+        if request.unnorm_key is not None:
+            raise ValueError("this server's policy has a fixed unnorm_key; leave 'unnorm_key' out")
+        return None
+
+    def predict(self, requests: list[ActRequest], group: str | None) -> list[np.ndarray]:
+        observations = [r.observation() for r in requests]
+        act_batch = getattr(self.policy, "act_batch", None)
+        if act_batch is not None:
+            chunks = act_batch(observations)
+        else:
+            chunks = [self.policy.act(o) for o in observations]
+        # A one-step chunk [1, D] goes out as a single action [D], as the reference server sends it.
+        return [a[0] if a.ndim == 2 and a.shape[0] == 1 else a for a in map(np.asarray, chunks)]
+
+    def warm_up(self) -> None:
+        pass
+
+    def metadata(self) -> dict[str, Any]:
+        return {"model": type(self.policy).__name__, "action_dim": None, "action_dims": {},
+                "chunk_length": None, "unnorm_keys": [], "default_unnorm_key": None, "image_size": None,
+                "inputs": ["image", "instruction", "wrist_image", "state"], "proprio_dim": None}
+
+
+def make_backend(target: Any, unnorm_key: str | None = None, device: str | None = None,
+                 dtype: str | None = None) -> VLABackend | PolicyBackend:
+    """A checkpoint directory, a VLA, a VLAPolicy, any Policy, or a zero-argument loader of one of those."""
+    if isinstance(target, str | Path):
+        import torch
+
+        from openvla.model.vla import VLA
+
+        torch_dtype = getattr(torch, dtype) if dtype else None
+        target = VLA.from_pretrained(target, device=device, dtype=torch_dtype)
+    if hasattr(target, "predict_action"):
+        return VLABackend(target, unnorm_key)
+    if hasattr(getattr(target, "vla", None), "predict_action") and hasattr(target, "act"):  # a VLAPolicy
+        return VLABackend(target.vla, unnorm_key or getattr(target, "unnorm_key", None))
+    if hasattr(target, "act"):
+        return PolicyBackend(target)
+    if callable(target):
+        return make_backend(target(), unnorm_key, device, dtype)
+    raise TypeError(f"cannot serve a {type(target).__name__}: pass a checkpoint directory, a VLA or a Policy")

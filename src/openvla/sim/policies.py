@@ -1,0 +1,29 @@
+"""Turn a policy spec (``expert``, ``random``, ``http://HOST:PORT`` or a checkpoint dir) into a Policy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from openvla.policy import Policy
+from openvla.sim.experts import ExpertPolicy, RandomPolicy
+
+
+def load_policy(spec: str, *, action_dim: int = 4, seed: int = 0, **kwargs: Any) -> Policy:
+    """Resolve `spec`; `kwargs` (device, unnorm_key; None dropped) go to the loader, unnorm_key to Client."""
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if spec == "expert":
+        return ExpertPolicy()
+    if spec == "random":
+        return RandomPolicy(action_dim=action_dim, seed=seed)
+    if spec.startswith(("http://", "https://")):
+        from openvla.serve import Client
+
+        return Client(spec, unnorm_key=kwargs.get("unnorm_key"))
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        from openvla.model.policy import VLAPolicy
+
+        return VLAPolicy.from_pretrained(path, **kwargs)
+    raise ValueError(f"policy {spec!r} is neither 'expert', 'random', an http(s):// URL nor a checkpoint "
+                     "directory that exists")
