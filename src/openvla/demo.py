@@ -78,7 +78,7 @@ def run_demo(cfg: DemoConfig, out: Path) -> dict:
         final = train(TrainConfig(preset="small", model=dict(cfg.model), data=[str(demos)], out=str(run_dir),
                                   max_steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, schedule="cosine",
                                   warmup_steps=min(100, cfg.steps // 10), weight_decay=0.01,
-                                  num_workers=cfg.workers, save_every=max(100, cfg.steps // 4), log_every=10))
+                                  num_workers=1, save_every=max(100, cfg.steps // 4), log_every=10))
     timings["train_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
