@@ -163,7 +163,7 @@ def train(cfg: TrainConfig) -> Path:
     for step in range(start, cfg.max_steps):
         t0 = time.perf_counter()
         wait = 0.0
-        totals = {"loss": 0.0, "action_accuracy": 0.0, "action_l1": 0.0}
+        totals = {"loss": 0.0}
         for _ in range(cfg.grad_accum):
             t_data = time.perf_counter()
             batch = next(batches)
@@ -176,9 +176,10 @@ def train(cfg: TrainConfig) -> Path:
                                     f"{last_good or 'none (no checkpoint was written yet)'}")
             (out.loss / cfg.grad_accum).backward()
             totals["loss"] += out.loss.item() / cfg.grad_accum
-            for k in ("action_accuracy", "action_l1"):
+            for k in ("action_accuracy", "action_l1"):  # the L1 head has no token accuracy
                 v = getattr(out, k)
-                totals[k] += (v.item() if v is not None else 0.0) / cfg.grad_accum
+                if v is not None:
+                    totals[k] = totals.get(k, 0.0) + v.item() / cfg.grad_accum
         grad_norm = _clip(model, cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()
@@ -192,7 +193,7 @@ def train(cfg: TrainConfig) -> Path:
                           samples_per_s=cfg.batch_size * cfg.grad_accum * env.world_size / elapsed)
             if logger is not None:
                 logger.log(done, values)
-            bar.set_postfix(loss=f"{values['loss']:.4f}", l1=f"{values['action_l1']:.4f}")
+            bar.set_postfix(loss=f"{values['loss']:.4f}", l1=f"{values.get('action_l1', float('nan')):.4f}")
         bar.update(1)
         if done % cfg.save_every == 0 or done == cfg.max_steps:
             trainer_state = {"step": done, "scheduler": scheduler.state_dict(), "loader": loader.state_dict(),
