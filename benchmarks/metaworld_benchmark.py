@@ -1,7 +1,7 @@
 """Meta-World benchmark: collect K expert demos per task, train our model from scratch, evaluate closed loop.
 
-    python benchmarks/metaworld.py --tasks mt10 --demos 50 --steps 20000 --out runs/bench_mt10
-    python benchmarks/metaworld.py --tasks mt50 --demos 50 --steps 60000 --out runs/bench_mt50
+    python benchmarks/metaworld_benchmark.py --tasks mt10 --demos 50 --steps 20000 --out runs/bench_mt10
+    python benchmarks/metaworld_benchmark.py --tasks mt50 --demos 50 --steps 60000 --out runs/bench_mt50
 
 Protocol (printed with the table): Meta-World v3, corner2 camera, object positions randomised per seed,
 K scripted-expert demos per task on the 'demo' seed split, one multi-task language-conditioned policy,
