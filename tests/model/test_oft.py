@@ -37,20 +37,26 @@ def _data(vla: VLA, n: int = 4):
     return frames, Collator(vla.tokenizer.pad_token_id)([builder(f) for f in frames])
 
 
+def _fit(vla: VLA, batch: dict, steps: int) -> tuple[dict, float, float]:
+    """AdamW on one fixed batch; returns the model inputs and the first and last losses."""
+    opt = torch.optim.AdamW(vla.parameters(), lr=3e-3)
+    inputs = {k: batch[k] for k in ("input_ids", "pixel_values", "attention_mask", "labels", "proprio", "actions")}
+    first = vla(**inputs).loss.item()
+    for _ in range(steps):
+        loss = vla(**inputs).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return inputs, first, loss.item()
+
+
 @pytest.mark.parametrize("head", ["l1", "tokens"])
 def test_parallel_decoding_model_fits_and_predicts_unnormalised_chunks(head):
     torch.manual_seed(0)
     vla = _oft_model(head)
     frames, batch = _data(vla)
-    opt = torch.optim.AdamW(vla.parameters(), lr=3e-3)
-    inputs = {k: batch[k] for k in ("input_ids", "pixel_values", "attention_mask", "labels", "proprio", "actions")}
-    first = vla(**inputs).loss.item()
-    for _ in range(30):
-        loss = vla(**inputs).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert loss.item() < 0.8 * first
+    inputs, first, last = _fit(vla, batch, steps=30)
+    assert last < 0.8 * first
     vla.eval()
     raw_state = [50 + 0 * f["state"] for f in frames]  # clipped to +1 by the proprio bounds
     out = vla.predict_action(image=[f["images"]["image"] for f in frames], instruction=[f["instruction"] for f in frames],
@@ -68,15 +74,8 @@ def test_parallel_model_learns_and_inference_matches_the_training_pass():
     torch.manual_seed(0)
     vla = _oft_model("l1")
     frames, batch = _data(vla)
-    opt = torch.optim.AdamW(vla.parameters(), lr=3e-3)
-    inputs = {k: batch[k] for k in ("input_ids", "pixel_values", "attention_mask", "labels", "proprio", "actions")}
-    first = vla(**inputs).loss.item()
-    for _ in range(100):
-        loss = vla(**inputs).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert loss.item() < 0.3 * first
+    inputs, first, last = _fit(vla, batch, steps=100)
+    assert last < 0.3 * first
     vla.eval()
     with torch.no_grad():
         trained = vla(**inputs).predicted_actions

@@ -1,4 +1,4 @@
-"""Quantisation for inference: int8 dynamic (CPU) and bitsandbytes 8/4-bit loading (GPU)."""
+"""Quantisation for inference: int8 dynamic quantisation of the language model (CPU)."""
 
 from __future__ import annotations
 
@@ -16,17 +16,3 @@ def quantize_int8(vla: nn.Module) -> nn.Module:
 
     quantize_dynamic(vla.language_model, {nn.Linear}, dtype=torch.qint8, inplace=True)
     return vla
-
-
-def bitsandbytes_config(bits: int):
-    """A transformers BitsAndBytesConfig for 8- or 4-bit (nf4, bf16 compute) LM weights on a GPU."""
-    try:
-        import bitsandbytes  # noqa: F401
-        from transformers import BitsAndBytesConfig
-    except ImportError as err:
-        raise RuntimeError("8/4-bit loading needs a CUDA GPU and `pip install bitsandbytes`") from err
-    if bits == 8:
-        return BitsAndBytesConfig(load_in_8bit=True)
-    if bits == 4:
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
-    raise ValueError(f"bits must be 8 or 4, got {bits}")
