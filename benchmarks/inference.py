@@ -4,7 +4,8 @@
     python benchmarks/inference.py --preset openvla-7b --device cuda --dtype bfloat16
 
 Rows: (a) plain transformers `generate` on the same weights (the reference's way: image spliced once, then
-HF's generation loop), (b) our KV-cache decoding at batch 1 and 8, (c) OFT parallel decoding with a chunk of
+HF's generation loop), (b) our static-KV-cache decoding at batch 1 and 8, and
+with torch.compile (compiled in warm-up, not timed), (c) OFT parallel decoding with a chunk of
 8 (same backbone, L1 head), (d) our decoding with int8 dynamic quantisation of the LLM linears (CPU).
 Weights are random: speed does not depend on them.
 """
@@ -94,6 +95,8 @@ def main() -> None:
     record("(a) transformers generate", hf_generate, 1, 1)
     record("(b) ours, KV cache", lambda: vla.generate_action_ids(ids1, pix1, mask1, dim), 1, 1)
     record("(b) ours, KV cache", lambda: vla.generate_action_ids(ids8, pix8, mask8, dim), 8, 1)
+    fast = copy.deepcopy(vla).compile_inference()
+    record("(b) ours, KV cache + torch.compile", lambda: fast.generate_action_ids(ids1, pix1, mask1, dim), 1, 1)
     oft = build(args.preset, dev, dtype, action_chunk=8, parallel_decoding=True, action_head="l1")
     record("(c) parallel decoding, chunk 8, L1 head", lambda: oft.parallel_decode(ids1, pix1, mask1), 1, 8)
     record("(c) parallel decoding, chunk 8, L1 head", lambda: oft.parallel_decode(ids8, pix8, mask8), 8, 8)

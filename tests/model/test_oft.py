@@ -81,7 +81,7 @@ def test_parallel_model_learns_and_inference_matches_the_training_pass():
         trained = vla(**inputs).predicted_actions
     ids, mask = vla.pack_prompts([vla.processor.tokenize(f["instruction"]) for f in frames])
     normalized = vla.parallel_decode(ids, batch["pixel_values"], mask, batch["proprio"])
-    torch.testing.assert_close(normalized, trained, atol=1e-5, rtol=0)
+    torch.testing.assert_close(normalized, trained.clamp(-1, 1), atol=1e-5, rtol=0)  # inference clamps
 
 
 def test_autoregressive_chunks_batched_equal_unbatched():

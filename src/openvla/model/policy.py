@@ -20,10 +20,12 @@ class VLAPolicy:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, unnorm_key: str | None = None,
-                        device: str | torch.device | None = None, **kw: Any) -> VLAPolicy:
+                        device: str | torch.device | None = None, compile: bool = False, **kw: Any) -> VLAPolicy:
+        """Load a checkpoint; ``compile`` runs inference through torch.compile (``VLA.compile_inference``)."""
         from openvla.model.vla import VLA
 
-        return cls(VLA.from_pretrained(path, device=device, **kw), unnorm_key)
+        vla = VLA.from_pretrained(path, device=device, **kw)
+        return cls(vla.compile_inference() if compile else vla, unnorm_key)
 
     def reset(self) -> None:
         pass

@@ -13,6 +13,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from openvla.config import VLAConfig
 from openvla.model.action_tokenizer import ActionTokenizer
+from openvla.model.decoding import greedy_decode, supports_static_decoding
 from openvla.model.heads import L1RegressionActionHead, ProprioProjector
 from openvla.model.processor import ImageLike, VLAProcessor
 from openvla.model.projector import Projector
@@ -77,6 +78,7 @@ class VLA(nn.Module):
             raise ValueError(f"unknown action_head {config.action_head!r}; valid: tokens, l1")
         self.action_tokenizer = ActionTokenizer(config.action_vocab_size, config.n_action_bins)
         self.processor = VLAProcessor(config, tokenizer)
+        self.compiled_inference = False
 
     # ----------------------------------------------------------------------------------------- files
     @classmethod
@@ -112,6 +114,14 @@ class VLA(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.projector.fc1.weight.device
+
+    def compile_inference(self) -> VLA:
+        """Run the vision tower, projector and each decode step through ``torch.compile`` (the prefill, whose
+        length varies with the prompt, stays eager). The first calls compile (tens of seconds on a CPU)."""
+        self.vision_backbone.compile(dynamic=False)
+        self.projector.compile(dynamic=False)
+        self.compiled_inference = True
+        return self
 
     # --------------------------------------------------------------------------------------- forward
     def embed_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -248,27 +258,18 @@ class VLA(nn.Module):
     def generate_action_ids(self, input_ids: torch.Tensor, pixel_values: torch.Tensor,
                             attention_mask: torch.Tensor | None, num_tokens: int,
                             proprio: torch.Tensor | None = None) -> torch.Tensor:
-        """Greedy decoding of ``num_tokens`` ids with a KV cache: [B, num_tokens]."""
+        """Greedy decoding of ``num_tokens`` ids: [B, num_tokens]. Llama-style decoders run with our static
+        KV cache (``model/decoding.py``); others through transformers' ``generate``."""
         device = self.device
-        input_ids = input_ids.to(device)
         prefix = self.prefix_embeddings(pixel_values.to(device), None if proprio is None else proprio.to(device))
         mask = attention_mask.to(device) if attention_mask is not None else None
-        embeds, mask, _ = self._splice(input_ids, prefix, mask, None)
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0) if mask is not None else None
+        embeds, mask, _ = self._splice(input_ids.to(device), prefix, mask, None)
         lm = self.language_model
-        out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=True,
-                 logits_to_keep=1)
-        token = out.logits[:, -1].argmax(-1)
-        tokens = [token]
-        for _ in range(num_tokens - 1):
-            if mask is not None:
-                mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-                position_ids = position_ids[:, -1:] + 1
-            out = lm(input_ids=token[:, None], attention_mask=mask, position_ids=position_ids,
-                     past_key_values=out.past_key_values, use_cache=True)
-            token = out.logits[:, -1].argmax(-1)
-            tokens.append(token)
-        return torch.stack(tokens, dim=1)
+        if supports_static_decoding(lm):
+            return greedy_decode(lm, embeds, mask, num_tokens, compile=self.compiled_inference)
+        out = lm.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=num_tokens,
+                          min_new_tokens=num_tokens, do_sample=False, pad_token_id=0)
+        return out[:, -num_tokens:]
 
     @torch.inference_mode()
     def parallel_decode(self, input_ids: torch.Tensor, pixel_values: torch.Tensor,

@@ -119,8 +119,9 @@ class PolicyBackend:
 
 
 def make_backend(target: Any, unnorm_key: str | None = None, device: str | None = None,
-                 dtype: str | None = None) -> VLABackend | PolicyBackend:
-    """A checkpoint directory, a VLA, a VLAPolicy, any Policy, or a zero-argument loader of one of those."""
+                 dtype: str | None = None, compile: bool = False) -> VLABackend | PolicyBackend:
+    """A checkpoint directory, a VLA, a VLAPolicy, any Policy, or a zero-argument loader of one of those;
+    ``compile`` puts a VLA's inference through torch.compile."""
     if isinstance(target, str | Path):
         import torch
 
@@ -128,12 +129,14 @@ def make_backend(target: Any, unnorm_key: str | None = None, device: str | None 
 
         torch_dtype = getattr(torch, dtype) if dtype else None
         target = VLA.from_pretrained(target, device=device, dtype=torch_dtype)
-    if hasattr(target, "predict_action"):
-        return VLABackend(target, unnorm_key)
     if hasattr(getattr(target, "vla", None), "predict_action") and hasattr(target, "act"):  # a VLAPolicy
-        return VLABackend(target.vla, unnorm_key or getattr(target, "unnorm_key", None))
+        unnorm_key, target = unnorm_key or getattr(target, "unnorm_key", None), target.vla
+    if hasattr(target, "predict_action"):
+        if compile and hasattr(target, "compile_inference"):
+            target.compile_inference()
+        return VLABackend(target, unnorm_key)
     if hasattr(target, "act"):
         return PolicyBackend(target)
     if callable(target):
-        return make_backend(target(), unnorm_key, device, dtype)
+        return make_backend(target(), unnorm_key, device, dtype, compile)
     raise TypeError(f"cannot serve a {type(target).__name__}: pass a checkpoint directory, a VLA or a Policy")

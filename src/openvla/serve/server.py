@@ -53,6 +53,7 @@ class ServeSettings:
     request_timeout_s: float = 60.0  # a request not answered by then gets 504
     device: str | None = None  # where a checkpoint loads ("cuda", "cpu"); None: the checkpoint's default
     dtype: str | None = None  # "bfloat16", "float16", "float32"; None: as saved
+    compile: bool = False  # torch.compile the model (``VLA.compile_inference``); compiled by the warm-up
 
     @property
     def max_body_bytes(self) -> int:
@@ -80,7 +81,7 @@ class ServerState:
         start = time.perf_counter()
         try:
             s = self.settings
-            backend = make_backend(self.target, s.unnorm_key, s.device, s.dtype)
+            backend = make_backend(self.target, s.unnorm_key, s.device, s.dtype, s.compile)
             backend.warm_up()
         except Exception as err:
             self.error = f"{type(err).__name__}: {err}"

@@ -50,6 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "(openvla, the default) or pass it through (raw)")
     ev.add_argument("--device", default=None, help="device for a checkpoint policy")
     ev.add_argument("--unnorm-key", default=None, help="action statistics key for a checkpoint policy")
+    ev.add_argument("--compile", action="store_true",
+                    help="run a checkpoint policy through torch.compile (slow first steps, faster after)")
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=_eval)
 
@@ -73,7 +75,7 @@ def _eval(args: argparse.Namespace) -> int:
     from openvla.sim.evaluate import evaluate
 
     tasks = args.tasks or {"metaworld": "mt10", "libero": "libero_spatial"}[args.env]
-    policy_kwargs = {"device": args.device, "unnorm_key": args.unnorm_key}
+    policy_kwargs = {"device": args.device, "unnorm_key": args.unnorm_key, "compile": args.compile}
     if args.env == "libero" and args.unnorm_key is None and Path(args.policy).is_dir():
         from openvla.sim.libero import unnorm_key_for_checkpoint
 
