@@ -1,18 +1,23 @@
-"""Loader throughput: frames per second of training batches (224x224, augmentation on) from a LeRobot dataset.
+"""Loader throughput beside the training step it feeds, in one run: frames per second of training batches
+(224x224, augmentation on) from LeRobot datasets, and samples per second of one small-preset training step.
 
-    .venv/bin/python benchmarks/loader.py                    # png frames, 2 workers, augmentation on
+    .venv/bin/python benchmarks/loader.py                    # png and jpeg frames, 2 workers, augmentation on
     .venv/bin/python benchmarks/loader.py --image-format video --workers 2 --no-augment
 
-It writes a synthetic dataset of camera-like 224x224 frames once (``--root``, reused when present), then
-times ``--batches`` batches after ``--warmup`` ones and prints a table. Besides wall-clock frames/s it prints
-the CPU milliseconds the worker processes spent per frame, which does not depend on other load on the
-machine: ``1000 / cpu_ms * cores`` is what the cores could deliver if nothing else ran.
+It writes a synthetic dataset of camera-like 224x224 frames per storage format once (``--root``, reused when
+present), times ``--batches`` batches after ``--warmup`` ones, then times the small preset's full training
+step (``benchmarks/train_modes.py``, same batch size, in its own process) and prints the ratio. Besides
+wall-clock frames/s it prints the CPU milliseconds the worker processes spent per frame, which does not depend
+on other load on the machine: ``1000 / cpu_ms * cores`` is what the cores could deliver if nothing else ran.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -83,10 +88,18 @@ def measure(ds: LeRobotDataset, args: argparse.Namespace) -> dict[str, float]:
     return {"fps": frames / seconds, "cpu_ms": 1000 * cpu / frames, "seconds": seconds}
 
 
+def training_step(batch_size: int, steps: int = 6) -> dict:
+    """The small preset's full training step at this batch size (train_modes.py, in its own process)."""
+    script = Path(__file__).with_name("train_modes.py")
+    done = subprocess.run([sys.executable, str(script), "--one", "small", "full", "--batch", str(batch_size),
+                           "--steps", str(steps)], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, help="dataset folder (written if missing; default: a temp folder)")
-    parser.add_argument("--image-format", default="png", choices=["png", "jpeg", "video"])
+    parser.add_argument("--image-format", nargs="+", default=["png", "jpeg"], choices=["png", "jpeg", "video"])
     parser.add_argument("--episodes", type=int, default=40)
     parser.add_argument("--length", type=int, default=50, help="frames per episode")
     parser.add_argument("--size", type=int, default=224)
@@ -95,17 +108,25 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=6)
     parser.add_argument("--no-augment", dest="augment", action="store_false")
+    parser.add_argument("--no-step", dest="step", action="store_false", help="skip the training-step timing")
     args = parser.parse_args()
-    root = args.root or Path(tempfile.gettempdir()) / f"openvla-bench-{args.image_format}-{args.size}"
-    ds = build(root, args.episodes, args.length, args.size, args.image_format)
-    result = measure(ds, args)
+    results = {}
+    for fmt in args.image_format:
+        root = args.root or Path(tempfile.gettempdir()) / f"openvla-bench-{fmt}-{args.size}"
+        results[fmt] = measure(build(root, args.episodes, args.length, args.size, fmt), args)
+    step = training_step(args.batch_size) if args.step else None
     cores = os.cpu_count() or 1
     print(f"\n| storage | frames | workers | augment | batch | frames/s | worker CPU ms/frame | "
-          f"frames/s if {cores} cores were free |")
-    print("|---|---|---|---|---|---|---|---|")
-    print(f"| {args.image_format} | {args.size}x{args.size} | {args.workers} | {args.augment} | {args.batch_size} "
-          f"| {result['fps']:.0f} | {result['cpu_ms']:.2f} | {1000 / result['cpu_ms'] * cores:.0f} |"
-          if result["cpu_ms"] else f"| ... | {result['fps']:.0f} |")
+          f"frames/s if {cores} cores were free |" + (" x small-preset step |" if step else ""))
+    print("|---|---|---|---|---|---|---|---|" + ("---|" if step else ""))
+    for fmt, r in results.items():
+        free = f"{1000 / r['cpu_ms'] * cores:.0f}" if r["cpu_ms"] else "-"
+        ratio = f" {r['fps'] / step['samples_per_s']:.1f} |" if step else ""
+        print(f"| {fmt} | {args.size}x{args.size} | {args.workers} | {args.augment} | {args.batch_size} "
+              f"| {r['fps']:.0f} | {r['cpu_ms']:.2f} | {free} |{ratio}")
+    if step:
+        print(f"small preset, full training, batch {args.batch_size}: {step['step_s'] * 1000:.0f} ms/step = "
+              f"{step['samples_per_s']:.1f} samples/s (median of 6 steps, torch threads as default)")
     print(f"(load average now: {' '.join(f'{x:.2f}' for x in os.getloadavg())})")
 
 
