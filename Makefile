@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --upgrade pip
 	# torch first: this exact pin is the local CPU wheel; anything else would pull CUDA builds.
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[train,data,sim,serve,libero,dev]"
+	$(PIP) install -q -e ".[train,data,sim,serve,libero,quant,dev]"
 	@$(PY) -c "import importlib.util,sys; sys.exit(1 if importlib.util.find_spec('torchvision') else 0)" || \
 	  (echo "torchvision is installed in .venv; it breaks transformers on CPU torch. Remove it." && exit 1)
 	touch $(STAMP)

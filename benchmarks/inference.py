@@ -6,8 +6,10 @@
 Rows: (a) plain transformers `generate` on the same weights (the reference's way: image spliced once, then
 HF's generation loop), (b) our static-KV-cache decoding at batch 1 and 8, and
 with torch.compile (compiled in warm-up, not timed), (c) OFT parallel decoding with a chunk of
-8 (same backbone, L1 head), (d) our decoding with int8 dynamic quantisation of the LLM linears (CPU).
-Weights are random: speed does not depend on them.
+8 (same backbone, L1 head), (d) our decoding with int8 dynamic quantisation of the LLM linears (CPU), (e, f)
+bitsandbytes 8-bit and 4-bit NF4 LLM linears (the `quant` extra). Weights are random: speed does not depend
+on them; the last column is the share of action tokens (batch 8) that quantisation changes, which on random
+weights (near-tied logits) is a worst case, not what a trained model sees (tests/model/test_quantize.py).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 
 from openvla import VLA, get_preset
+from openvla.model.quantize import quantize
 
 
 def _timed(fn, repeats: int, warmup: int, sync) -> list[float]:
@@ -72,6 +75,7 @@ def main() -> None:
     vla = build(args.preset, dev, dtype)
     dim = vla.config.action_dim
     rows = []
+    errors: dict[str, float] = {}  # quantised rows: share of action tokens that differ from float32
 
     def record(name: str, fn, batch: int, actions_per_call: int) -> None:
         if dev.startswith("cuda"):
@@ -100,19 +104,27 @@ def main() -> None:
     oft = build(args.preset, dev, dtype, action_chunk=8, parallel_decoding=True, action_head="l1")
     record("(c) parallel decoding, chunk 8, L1 head", lambda: oft.parallel_decode(ids1, pix1, mask1), 1, 8)
     record("(c) parallel decoding, chunk 8, L1 head", lambda: oft.parallel_decode(ids8, pix8, mask8), 8, 8)
-    if dev == "cpu":
-        from openvla.model.quantize import quantize_int8
-
-        q = quantize_int8(copy.deepcopy(vla))
-        record("(d) ours + int8 dynamic (LLM linears)", lambda: q.generate_action_ids(ids1, pix1, mask1, dim), 1, 1)
+    reference = vla.generate_action_ids(ids8, pix8, mask8, dim)
+    for name, method in (("(d) ours + int8 dynamic (LLM linears)", "int8"), ("(e) ours + bitsandbytes 8-bit", "bnb8"),
+                         ("(f) ours + bitsandbytes 4-bit NF4", "bnb4")):
+        if method == "int8" and dev != "cpu":
+            continue
+        try:
+            q = quantize(copy.deepcopy(vla), method)
+        except ImportError as err:
+            print(f"skipping {name}: {err}")
+            continue
+        record(name, lambda q=q: q.generate_action_ids(ids1, pix1, mask1, dim), 1, 1)
+        errors[name] = (q.generate_action_ids(ids8, pix8, mask8, dim) != reference).float().mean().item()
     base = rows[0][2]
     mem = "peak GPU GiB" if dev.startswith("cuda") else "peak RSS GiB"
     print(f"\npreset {args.preset}, device {dev}, dtype {args.dtype}, threads {torch.get_num_threads()}, "
           f"{args.repeats} timed calls each (median)")
-    print(f"| path | batch | actions/s | x (a) | p50 ms | p99 ms | {mem} |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(f"| path | batch | actions/s | x (a) | p50 ms | p99 ms | {mem} | tokens != float32 |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, batch, aps, p50, p99, peak in rows:
-        print(f"| {name} | {batch} | {aps:.1f} | {aps / base:.1f} | {p50:.1f} | {p99:.1f} | {peak:.2f} |")
+        err = f"{100 * errors[name]:.1f}%" if name in errors else ""
+        print(f"| {name} | {batch} | {aps:.1f} | {aps / base:.1f} | {p50:.1f} | {p99:.1f} | {peak:.2f} | {err} |")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""int8 dynamic quantisation keeps a trained model's actions within one bin of float32."""
+"""Quantised models (int8 dynamic, bitsandbytes 8-bit and 4-bit) keep a fitted model's actions within one
+bin of float32."""
 
 from __future__ import annotations
 
@@ -6,15 +7,18 @@ import copy
 import warnings
 
 import numpy as np
+import pytest
 import torch
 
 from openvla import VLA, get_preset
-from openvla.model.quantize import quantize_int8
+from openvla.model.quantize import quantize
 
 ONE_BIN = 2 / 255  # the reported tolerance, in normalised action space
 
 
-def test_int8_actions_stay_within_one_bin_of_float32():
+@pytest.fixture(scope="module")
+def fitted():
+    """A tiny model fitted to four (image, instruction) -> action samples."""
     torch.manual_seed(0)
     vla = VLA.create(get_preset("tiny"), ["open the drawer", "push the button"], seed=0)
     tok = vla.action_tokenizer
@@ -38,13 +42,26 @@ def test_int8_actions_stay_within_one_bin_of_float32():
         loss.backward()
         opt.step()
     vla.eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch's deprecation notice for quantized tensors
-        quantized = quantize_int8(copy.deepcopy(vla))
     images, texts = [s[0] for s in samples], [s[1] for s in samples]
     reference = vla.predict_action(image=images, instruction=texts)
     np.testing.assert_allclose(reference, np.stack([s[2] for s in samples]), atol=ONE_BIN)  # it was fitted
-    got = quantized.predict_action(image=images, instruction=texts)
-    assert np.abs(got - reference).max() <= ONE_BIN + 1e-9
-    assert isinstance(quantized.language_model.model.layers[0].mlp.up_proj,
-                      torch.ao.nn.quantized.dynamic.Linear)
+    return vla, images, texts, reference
+
+
+# (method, layer class in the LM, tolerance in normalised action units)
+CASES = [("int8", torch.ao.nn.quantized.dynamic.Linear, ONE_BIN), ("bnb8", "Linear8bitLt", ONE_BIN),
+         ("bnb4", "Linear4bit", ONE_BIN)]
+
+
+@pytest.mark.parametrize(("method", "layer", "tolerance"), CASES, ids=[c[0] for c in CASES])
+def test_quantised_actions_stay_close_to_float32(fitted, method, layer, tolerance):
+    vla, images, texts, reference = fitted
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's deprecation notice for quantized tensors
+        quantized = quantize(copy.deepcopy(vla), method)
+        got = quantized.predict_action(image=images, instruction=texts)
+    print(f"{method}: max action error {np.abs(got - reference).max():.4f} (normalised units)")
+    assert np.abs(got - reference).max() <= tolerance + 1e-9
+    up = quantized.language_model.model.layers[0].mlp.up_proj
+    assert isinstance(up, layer) if isinstance(layer, type) else type(up).__name__ == layer
+    assert isinstance(quantized.language_model.lm_head, torch.nn.Linear)

@@ -56,3 +56,13 @@ def test_missing_checkpoint_fails_before_serving(tmp_path, captured_run, capsys)
 
 def test_help_lists_serve():
     assert "serve" in build_parser().format_help()
+
+
+def test_quantize_and_compile_flags_reach_the_backend(served_checkpoint, captured_run):
+    from openvla.serve.backend import make_backend
+
+    assert main(["serve", "--checkpoint", str(served_checkpoint), "--quantize", "bnb8", "--compile"]) == 0
+    s = captured_run[0]["settings"]
+    assert s.quantize == "bnb8" and s.compile
+    backend = make_backend(served_checkpoint, quantize=s.quantize)
+    assert type(backend.vla.language_model.model.layers[0].self_attn.q_proj).__name__ == "Linear8bitLt"

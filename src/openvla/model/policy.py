@@ -20,11 +20,16 @@ class VLAPolicy:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, unnorm_key: str | None = None,
-                        device: str | torch.device | None = None, compile: bool = False, **kw: Any) -> VLAPolicy:
-        """Load a checkpoint; ``compile`` runs inference through torch.compile (``VLA.compile_inference``)."""
+                        device: str | torch.device | None = None, compile: bool = False,
+                        quantize: str | None = None, **kw: Any) -> VLAPolicy:
+        """Load a checkpoint; ``quantize`` is int8, bnb8 or bnb4 (``model/quantize.py``), ``compile`` runs
+        inference through torch.compile (``VLA.compile_inference``)."""
+        from openvla.model.quantize import quantize as apply_quantization
         from openvla.model.vla import VLA
 
         vla = VLA.from_pretrained(path, device=device, **kw)
+        if quantize:
+            apply_quantization(vla, quantize)
         return cls(vla.compile_inference() if compile else vla, unnorm_key)
 
     def reset(self) -> None:

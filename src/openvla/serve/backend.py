@@ -119,9 +119,10 @@ class PolicyBackend:
 
 
 def make_backend(target: Any, unnorm_key: str | None = None, device: str | None = None,
-                 dtype: str | None = None, compile: bool = False) -> VLABackend | PolicyBackend:
+                 dtype: str | None = None, compile: bool = False, quantize: str | None = None,
+                 ) -> VLABackend | PolicyBackend:
     """A checkpoint directory, a VLA, a VLAPolicy, any Policy, or a zero-argument loader of one of those;
-    ``compile`` puts a VLA's inference through torch.compile."""
+    ``quantize`` (int8, bnb8, bnb4) and ``compile`` apply to a VLA loaded from a checkpoint directory."""
     if isinstance(target, str | Path):
         import torch
 
@@ -129,14 +130,18 @@ def make_backend(target: Any, unnorm_key: str | None = None, device: str | None 
 
         torch_dtype = getattr(torch, dtype) if dtype else None
         target = VLA.from_pretrained(target, device=device, dtype=torch_dtype)
+        if quantize:
+            from openvla.model.quantize import quantize as apply_quantization
+
+            apply_quantization(target, quantize)
+        if compile:
+            target.compile_inference()
     if hasattr(getattr(target, "vla", None), "predict_action") and hasattr(target, "act"):  # a VLAPolicy
         unnorm_key, target = unnorm_key or getattr(target, "unnorm_key", None), target.vla
     if hasattr(target, "predict_action"):
-        if compile and hasattr(target, "compile_inference"):
-            target.compile_inference()
         return VLABackend(target, unnorm_key)
     if hasattr(target, "act"):
         return PolicyBackend(target)
     if callable(target):
-        return make_backend(target(), unnorm_key, device, dtype, compile)
+        return make_backend(target(), unnorm_key, device, dtype, compile, quantize)
     raise TypeError(f"cannot serve a {type(target).__name__}: pass a checkpoint directory, a VLA or a Policy")

@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--request-timeout", type=float, default=60.0, help="seconds before a request gets 504")
     p.add_argument("--device", default=None, help="e.g. cuda, cuda:1, cpu (default: as loaded)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--quantize", choices=("int8", "bnb8", "bnb4"), default=None,
+                   help="quantise the language model: int8 dynamic (CPU) or bitsandbytes 8/4-bit (quant extra)")
     p.add_argument("--compile", action="store_true",
                    help="run the model through torch.compile (compiled during warm-up, before serving)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -50,6 +52,7 @@ def serve(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
         compile=args.compile,
+        quantize=args.quantize,
     )
     checkpoint = resolve_path(args.checkpoint)
     return run(checkpoint, settings, host=args.host, port=args.port, log_level=args.log_level)

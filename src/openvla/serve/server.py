@@ -54,6 +54,7 @@ class ServeSettings:
     device: str | None = None  # where a checkpoint loads ("cuda", "cpu"); None: the checkpoint's default
     dtype: str | None = None  # "bfloat16", "float16", "float32"; None: as saved
     compile: bool = False  # torch.compile the model (``VLA.compile_inference``); compiled by the warm-up
+    quantize: str | None = None  # "int8", "bnb8", "bnb4": the language model's weights (``model/quantize.py``)
 
     @property
     def max_body_bytes(self) -> int:
@@ -81,7 +82,7 @@ class ServerState:
         start = time.perf_counter()
         try:
             s = self.settings
-            backend = make_backend(self.target, s.unnorm_key, s.device, s.dtype, s.compile)
+            backend = make_backend(self.target, s.unnorm_key, s.device, s.dtype, s.compile, s.quantize)
             backend.warm_up()
         except Exception as err:
             self.error = f"{type(err).__name__}: {err}"

@@ -50,6 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "(openvla, the default) or pass it through (raw)")
     ev.add_argument("--device", default=None, help="device for a checkpoint policy")
     ev.add_argument("--unnorm-key", default=None, help="action statistics key for a checkpoint policy")
+    ev.add_argument("--quantize", choices=("int8", "bnb8", "bnb4"), default=None,
+                    help="quantise a checkpoint policy's language model (bnb*: the quant extra)")
     ev.add_argument("--compile", action="store_true",
                     help="run a checkpoint policy through torch.compile (slow first steps, faster after)")
     ev.add_argument("--no-progress", action="store_true")
@@ -75,7 +77,8 @@ def _eval(args: argparse.Namespace) -> int:
     from openvla.sim.evaluate import evaluate
 
     tasks = args.tasks or {"metaworld": "mt10", "libero": "libero_spatial"}[args.env]
-    policy_kwargs = {"device": args.device, "unnorm_key": args.unnorm_key, "compile": args.compile}
+    policy_kwargs = {"device": args.device, "unnorm_key": args.unnorm_key, "compile": args.compile,
+                     "quantize": args.quantize}
     if args.env == "libero" and args.unnorm_key is None and Path(args.policy).is_dir():
         from openvla.sim.libero import unnorm_key_for_checkpoint
 
