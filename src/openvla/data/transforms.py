@@ -101,14 +101,18 @@ def _grid(n: int) -> np.ndarray:
 
 _GRID = _grid(LUT_SIZE)
 _GRID_H, _GRID_S, _GRID_V = (c.reshape(-1, 1) for c in np.moveaxis(rgb_to_hsv(_GRID).astype(np.float32), -1, 0))
-_CHANNEL_OFFSETS = np.array([5.0, 3.0, 1.0], np.float32)
+_GRID_K = _GRID_H * 6 + np.array([5.0, 3.0, 1.0], np.float32)  # hsv_to_rgb's k per channel, before the shift
 
 
 def _saturation_hue_table(saturation: float, hue: float) -> np.ndarray:
-    """``saturation_hue`` on the LUT grid; the grid's HSV is precomputed (the RGB round trip is exact there)."""
-    h6 = (_GRID_H + np.float32(hue)) % 1.0 * 6
+    """``saturation_hue`` on the LUT grid; the grid's HSV is precomputed (the RGB round trip is exact there).
+
+    k stays within [0.7, 11.3) for |hue| <= 0.05, so one conditional subtraction replaces ``% 6`` (numpy's
+    remainder is the slow part of this function)."""
+    k = _GRID_K + np.float32(6 * hue)
+    k -= np.float32(6) * (k >= 6)
+    k += np.float32(6) * (k < 0)
     vs = _GRID_V * np.minimum(_GRID_S * np.float32(saturation), 1)
-    k = (_CHANNEL_OFFSETS + h6) % 6
     return (_GRID_V - vs * np.clip(np.minimum(k, 4 - k), 0, 1)).reshape(-1)
 
 
