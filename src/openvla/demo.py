@@ -98,6 +98,15 @@ def _finished(run_dir: Path, steps: int) -> bool:
     return cfg_path.exists() and json.loads(cfg_path.read_text()).get("max_steps") == steps
 
 
+def describe_model(overrides: dict) -> str:
+    """The action side of a model in words, from its config overrides."""
+    chunk = overrides.get("action_chunk", 1)
+    parts = [f"action chunks of {chunk}" if chunk > 1 else "single-step actions",
+             "parallel decoding" if overrides.get("parallel_decoding") else "autoregressive decoding",
+             "L1 head" if overrides.get("action_head") == "l1" else "discrete action tokens"]
+    return ", ".join(parts + (["proprio"] if overrides.get("proprio_dim") else []))
+
+
 def write_report(out: Path, cfg: DemoConfig, info: dict, timings: dict) -> Path:
     """REPORT.md with the protocol, the numbers and links to the plots and videos; print the summary."""
     report = out / "report"
@@ -113,7 +122,7 @@ def write_report(out: Path, cfg: DemoConfig, info: dict, timings: dict) -> Path:
         "# openvla demo report", "",
         f"Protocol: Meta-World v3, tasks {', '.join(cfg.tasks)}; {cfg.episodes_per_task} scripted-expert demos "
         f"per task (seeds of the 'demo' split); the `small` preset trained from scratch for {cfg.steps} steps "
-        f"(batch {cfg.batch_size}, OFT-style chunks of {cfg.model.get('action_chunk')}, L1 head, proprio); "
+        f"(batch {cfg.batch_size}, {describe_model(cfg.model)}); "
         f"{cfg.eval_episodes_per_task} closed-loop episodes per task on held-out seeds ('eval' split, seed "
         f"{cfg.eval_seed}), corner2 camera at {cfg.image_size}px, success = info['success'] at any step, "
         "at most 500 steps.", "",
