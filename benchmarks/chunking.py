@@ -1,11 +1,13 @@
 """Action chunking on Meta-World: the demo's chunked OFT model beside single-step models, same demonstrations.
 
     python benchmarks/chunking.py --out runs/chunking
-    python benchmarks/chunking.py --out runs/chunking --demos demo_out/demos --variants single-ar chunk1-l1
+    python benchmarks/chunking.py --out runs/chunking --demos demo_out/demos --episodes 50 --open-loop 8 4 1
 
-Every variant runs `openvla demo`'s recipe (tasks, 25 demos per task, small preset from scratch, steps, batch,
-learning rate, 10 held-out episodes per task) and differs only in the model overrides below. A chunked policy
-executes its whole chunk open loop before asking again. Each variant resumes when re-run with the same --out.
+Every variant is trained with `openvla demo`'s recipe (tasks, 25 demos per task, small preset from scratch,
+steps, batch, learning rate) and differs only in the model overrides below. Each is evaluated on the demo's
+held-out seeds (--episodes per task, seed 1); a chunked model is evaluated once per --open-loop value: the
+number of actions of each chunk executed before the policy is asked again (8 = the whole chunk, as OFT does;
+1 = re-plan every step). Training and evaluations resume when re-run with the same --out.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from openvla.demo import DemoConfig, run_demo
+from openvla.demo import DemoConfig, collect_demos, train_policy
 
 VARIANTS = {
     "chunk8-l1": ("chunk 8, parallel decoding, L1 head (the demo)",
@@ -32,28 +34,38 @@ def main() -> None:
     ap.add_argument("--demos", default=None, help="reuse a demo's demonstrations folder (same tasks and size)")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--steps", type=int, default=DemoConfig.steps)
+    ap.add_argument("--episodes", type=int, default=DemoConfig.eval_episodes_per_task, help="per task")
+    ap.add_argument("--open-loop", type=int, nargs="+", default=[8], help="actions executed per chunk")
     args = ap.parse_args()
+
+    from openvla.model.policy import VLAPolicy
+    from openvla.sim import evaluate
+
     out = Path(args.out)
-    shared = Path(args.demos).resolve() if args.demos else out / "demos"
+    cfg = DemoConfig(steps=args.steps)
+    demos = Path(args.demos) if args.demos else collect_demos(cfg, out)
     rows = []
     for name in args.variants:
         label, model = VARIANTS[name]
-        variant_dir = out / name
-        variant_dir.mkdir(parents=True, exist_ok=True)
-        if not (variant_dir / "demos").exists():
-            shared.mkdir(parents=True, exist_ok=True)
-            (variant_dir / "demos").symlink_to(shared.resolve(), target_is_directory=True)
-        rows.append((label, run_demo(replace(DemoConfig(), model=model, steps=args.steps), variant_dir)))
-    cfg = DemoConfig()
+        final = train_policy(replace(cfg, model=model), demos, out / name / "run")
+        policy = VLAPolicy.from_pretrained(final)
+        chunk = policy.vla.config.action_chunk
+        for k in sorted({min(k, chunk) for k in args.open_loop}, reverse=True):
+            info = evaluate(policy, env="metaworld", tasks=cfg.tasks, episodes_per_task=args.episodes,
+                            seed=cfg.eval_seed, out_dir=out / name / f"eval_{args.episodes}x_open{k}",
+                            num_envs=cfg.num_envs, open_loop_steps=k, video_episodes=0,
+                            image_size=cfg.image_size)
+            rows.append((label, k, info))
     print(f"\nProtocol: `openvla demo` recipe: {', '.join(cfg.tasks)}; {cfg.episodes_per_task} demos/task; small "
-          f"preset from scratch, {args.steps} steps x batch {cfg.batch_size}; {cfg.eval_episodes_per_task} "
-          f"held-out episodes per task (seed {cfg.eval_seed}).")
-    tasks = [t["task"] for t in rows[0][1]["per_task"]]
-    print("| model | " + " | ".join(tasks) + " | overall | s per episode |")
-    print("| --- | " + " | ".join("---:" for _ in tasks) + " | ---: | ---: |")
-    for label, info in rows:
+          f"preset from scratch, {args.steps} steps x batch {cfg.batch_size}; {args.episodes} held-out episodes "
+          f"per task (seed {cfg.eval_seed}, 'eval' split), at most 500 steps.")
+    tasks = [t["task"] for t in rows[0][2]["per_task"]]
+    print("| model | actions per call | " + " | ".join(tasks) + " | overall | s per episode |")
+    print("| --- | ---: | " + " | ".join("---:" for _ in tasks) + " | ---: | ---: |")
+    for label, k, info in rows:
         cells = " | ".join(f"{t['metrics']['pc_success']:.0f}%" for t in info["per_task"])
-        print(f"| {label} | {cells} | {info['overall']['pc_success']:.1f}% | {info['overall']['eval_ep_s']:.2f} |")
+        print(f"| {label} | {k} | {cells} | {info['overall']['pc_success']:.1f}% | "
+              f"{info['overall']['eval_ep_s']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -57,28 +57,14 @@ def run_demo(cfg: DemoConfig, out: Path) -> dict:
     """Collect, train, evaluate and report; returns the evaluation's eval_info."""
     from openvla.model.policy import VLAPolicy
     from openvla.sim import evaluate
-    from openvla.sim.collect import collect_metaworld
-    from openvla.train.config import TrainConfig
-    from openvla.train.trainer import train
 
-    out.mkdir(parents=True, exist_ok=True)
     timings = {}
     t0 = time.perf_counter()
-    print(f"[1/3] scripted demonstrations: {cfg.episodes_per_task} per task for {', '.join(cfg.tasks)}")
-    demos = collect_metaworld(cfg.tasks, cfg.episodes_per_task, out / "demos", workers=cfg.workers,
-                              image_size=cfg.image_size)
+    demos = collect_demos(cfg, out)
     timings["collect_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    print(f"[2/3] training the small preset from scratch for {cfg.steps} steps")
-    run_dir = out / "run"
-    if (run_dir / "final" / "vla_config.json").exists() and _finished(run_dir, cfg.steps):
-        final = run_dir / "final"
-    else:
-        final = train(TrainConfig(preset="small", model=dict(cfg.model), data=[str(demos)], out=str(run_dir),
-                                  max_steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, schedule="cosine",
-                                  warmup_steps=min(100, cfg.steps // 10), weight_decay=0.01,
-                                  num_workers=1, save_every=max(100, cfg.steps // 4), log_every=10))
+    final = train_policy(cfg, demos, out / "run")
     timings["train_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -91,6 +77,30 @@ def run_demo(cfg: DemoConfig, out: Path) -> dict:
     timings["eval_s"] = time.perf_counter() - t0
     write_report(out, cfg, info, timings)
     return info
+
+
+def collect_demos(cfg: DemoConfig, out: Path) -> Path:
+    """Scripted-expert demonstrations in ``out/demos`` (a finished collection is reused)."""
+    from openvla.sim.collect import collect_metaworld
+
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"[1/3] scripted demonstrations: {cfg.episodes_per_task} per task for {', '.join(cfg.tasks)}")
+    return collect_metaworld(cfg.tasks, cfg.episodes_per_task, out / "demos", workers=cfg.workers,
+                             image_size=cfg.image_size)
+
+
+def train_policy(cfg: DemoConfig, demos: Path, run_dir: Path) -> Path:
+    """Train the small preset from scratch with the demo's recipe; a finished run is reused."""
+    from openvla.train.config import TrainConfig
+    from openvla.train.trainer import train
+
+    print(f"[2/3] training the small preset from scratch for {cfg.steps} steps")
+    if (run_dir / "final" / "vla_config.json").exists() and _finished(run_dir, cfg.steps):
+        return run_dir / "final"
+    return train(TrainConfig(preset="small", model=dict(cfg.model), data=[str(demos)], out=str(run_dir),
+                             max_steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, schedule="cosine",
+                             warmup_steps=min(100, cfg.steps // 10), weight_decay=0.01,
+                             num_workers=1, save_every=max(100, cfg.steps // 4), log_every=10))
 
 
 def _finished(run_dir: Path, steps: int) -> bool:
