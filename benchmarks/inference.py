@@ -27,16 +27,16 @@ from openvla import VLA, get_preset
 from openvla.model.quantize import quantize
 
 
-def _timed(fn, repeats: int, warmup: int, sync) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
+def _interleaved(fns: list, repeats: int, sync) -> list[list[float]]:
+    """Seconds per call of each function, timed round-robin so every row sees the same machine conditions
+    (a shared or throttled machine drifts over a run; ratios of sequential blocks would carry the drift)."""
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t)
+        for i, fn in enumerate(fns):
+            t = time.perf_counter()
+            fn()
+            sync()
+            times[i].append(time.perf_counter() - t)
     return times
 
 
@@ -78,14 +78,16 @@ def main() -> None:
     errors: dict[str, float] = {}  # quantised rows: share of action tokens that differ from float32
 
     def record(name: str, fn, batch: int, actions_per_call: int) -> None:
+        """Warm ``fn`` up (compiling where it compiles) and note its peak memory; timing comes later."""
         if dev.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         with torch.inference_mode():
-            times = _timed(fn, args.repeats, 3, sync)
-        p50, p99 = statistics.median(times), float(np.percentile(times, 99))
+            for _ in range(3):
+                fn()
+            sync()
         peak = (torch.cuda.max_memory_allocated() / 2**30 if dev.startswith("cuda")
                 else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
-        rows.append((name, batch, actions_per_call * batch / p50, p50 * 1000, p99 * 1000, peak))
+        rows.append([name, fn, batch, actions_per_call, peak])
 
     ids1, pix1, mask1 = inputs(vla, 1, dev)
     ids8, pix8, mask8 = inputs(vla, 8, dev)
@@ -105,6 +107,8 @@ def main() -> None:
     oft = build(args.preset, dev, dtype, action_chunk=8, parallel_decoding=True, action_head="l1")
     record("(c) parallel decoding, chunk 8, L1 head", lambda: oft.parallel_decode(ids1, pix1, mask1), 1, 8)
     record("(c) parallel decoding, chunk 8, L1 head", lambda: oft.parallel_decode(ids8, pix8, mask8), 8, 8)
+    oft_fast = copy.deepcopy(oft).compile_inference()
+    record("(c) parallel decoding + torch.compile", lambda: oft_fast.parallel_decode(ids1, pix1, mask1), 1, 8)
     reference = vla.generate_action_ids(ids8, pix8, mask8, dim)
     for name, method in (("(d) ours + int8 dynamic (LLM linears)", "int8"), ("(e) ours + bitsandbytes 8-bit", "bnb8"),
                          ("(f) ours + bitsandbytes 4-bit NF4", "bnb4")):
@@ -117,13 +121,19 @@ def main() -> None:
             continue
         record(name, lambda q=q: q.generate_action_ids(ids1, pix1, mask1, dim), 1, 1)
         errors[name] = (q.generate_action_ids(ids8, pix8, mask8, dim) != reference).float().mean().item()
-    base = rows[0][2]
+    with torch.inference_mode():
+        times = _interleaved([row[1] for row in rows], args.repeats, sync)
+    results = []
+    for (name, _, batch, per_call, peak), t in zip(rows, times, strict=True):
+        p50, p99 = statistics.median(t), float(np.percentile(t, 99))
+        results.append((name, batch, per_call * batch / p50, p50 * 1000, p99 * 1000, peak))
+    base = results[0][2]
     mem = "peak GPU GiB" if dev.startswith("cuda") else "peak RSS GiB"
     print(f"\npreset {args.preset}, device {dev}, dtype {args.dtype}, threads {torch.get_num_threads()}, "
-          f"{args.repeats} timed calls each (median)")
+          f"{args.repeats} timed calls each, interleaved (median)")
     print(f"| path | batch | actions/s | x (a) | p50 ms | p99 ms | {mem} | tokens != float32 |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for name, batch, aps, p50, p99, peak in rows:
+    for name, batch, aps, p50, p99, peak in results:
         err = f"{100 * errors[name]:.1f}%" if name in errors else ""
         print(f"| {name} | {batch} | {aps:.1f} | {aps / base:.1f} | {p50:.1f} | {p99:.1f} | {peak:.2f} | {err} |")
 
