@@ -72,7 +72,7 @@ def _cpu_seconds(pids: list[int]) -> float:
 
 def measure(ds: LeRobotDataset, args: argparse.Namespace) -> dict[str, float]:
     loader = make_loader([ds], batch_size=args.batch_size, seed=0, augment=args.augment,
-                         num_workers=args.workers, image_size=args.size)
+                         num_workers=args.workers, image_size=args.model_size or args.size)
     for _ in range(args.warmup):
         next(loader)
     workers = getattr(loader._iterator, "_workers", [])
@@ -84,7 +84,8 @@ def measure(ds: LeRobotDataset, args: argparse.Namespace) -> dict[str, float]:
     cpu = _cpu_seconds(pids) - cpu0
     loader.close()
     frames = args.batches * args.batch_size
-    assert batch["images"]["image"].shape[1:] == (args.size, args.size, 3)
+    out = args.model_size or args.size
+    assert batch["images"]["image"].shape[1:] == (out, out, 3)
     return {"fps": frames / seconds, "cpu_ms": 1000 * cpu / frames, "seconds": seconds}
 
 
@@ -103,6 +104,8 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=40)
     parser.add_argument("--length", type=int, default=50, help="frames per episode")
     parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--model-size", type=int, default=None,
+                        help="size the loader resizes to before augmenting (the model's input; default --size)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batches", type=int, default=60)
@@ -116,13 +119,14 @@ def main() -> None:
         results[fmt] = measure(build(root, args.episodes, args.length, args.size, fmt), args)
     step = training_step(args.batch_size) if args.step else None
     cores = os.cpu_count() or 1
-    print(f"\n| storage | frames | workers | augment | batch | frames/s | worker CPU ms/frame | "
+    out = args.model_size or args.size
+    print(f"\n| storage | frames | delivered | workers | augment | batch | frames/s | worker CPU ms/frame | "
           f"frames/s if {cores} cores were free |" + (" x small-preset step |" if step else ""))
-    print("|---|---|---|---|---|---|---|---|" + ("---|" if step else ""))
+    print("|---|---|---|---|---|---|---|---|---|" + ("---|" if step else ""))
     for fmt, r in results.items():
         free = f"{1000 / r['cpu_ms'] * cores:.0f}" if r["cpu_ms"] else "-"
         ratio = f" {r['fps'] / step['samples_per_s']:.1f} |" if step else ""
-        print(f"| {fmt} | {args.size}x{args.size} | {args.workers} | {args.augment} | {args.batch_size} "
+        print(f"| {fmt} | {args.size}x{args.size} | {out}x{out} | {args.workers} | {args.augment} | {args.batch_size} "
               f"| {r['fps']:.0f} | {r['cpu_ms']:.2f} | {free} |{ratio}")
     if step:
         print(f"small preset, full training, batch {args.batch_size}: {step['step_s'] * 1000:.0f} ms/step = "
