@@ -1,13 +1,16 @@
 """Action chunking on Meta-World: the demo's chunked OFT model beside single-step models, same demonstrations.
 
     python benchmarks/chunking.py --out runs/chunking
-    python benchmarks/chunking.py --out runs/chunking --demos demo_out/demos --episodes 50 --open-loop 8 4 1
+    python benchmarks/chunking.py --out runs/chunking --demos demo_out/demos --episodes 30 --open-loop 8 1 \
+        --temporal-ensemble 0.01
 
 Every variant is trained with `openvla demo`'s recipe (tasks, 25 demos per task, small preset from scratch,
 steps, batch, learning rate) and differs only in the model overrides below. Each is evaluated on the demo's
 held-out seeds (--episodes per task, seed 1); a chunked model is evaluated once per --open-loop value: the
 number of actions of each chunk executed before the policy is asked again (8 = the whole chunk, as OFT does;
-1 = re-plan every step). Training and evaluations resume when re-run with the same --out.
+1 = re-plan every step), and once per --temporal-ensemble decay (asked every step, the executed action is the
+weighted mean of every chunk's prediction for it, as ACT does). Training and evaluations resume when re-run
+with the same --out.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=DemoConfig.steps)
     ap.add_argument("--episodes", type=int, default=DemoConfig.eval_episodes_per_task, help="per task")
     ap.add_argument("--open-loop", type=int, nargs="+", default=[8], help="actions executed per chunk")
+    ap.add_argument("--temporal-ensemble", type=float, nargs="*", default=[], metavar="DECAY",
+                    help="also evaluate chunked models with ACT's temporal ensembling at these decays")
     args = ap.parse_args()
 
     from openvla.model.policy import VLAPolicy
@@ -50,12 +55,15 @@ def main() -> None:
         final = train_policy(replace(cfg, model=model), demos, out / name / "run")
         policy = VLAPolicy.from_pretrained(final)
         chunk = policy.vla.config.action_chunk
-        for k in sorted({min(k, chunk) for k in args.open_loop}, reverse=True):
+        settings = [(str(k), f"open{k}", {"open_loop_steps": k})
+                    for k in sorted({min(k, chunk) for k in args.open_loop}, reverse=True)]
+        settings += [(f"1, ensemble {d}", f"ensemble{d}", {"temporal_ensemble": d})
+                     for d in (args.temporal_ensemble if chunk > 1 else [])]
+        for shown, folder, how in settings:
             info = evaluate(policy, env="metaworld", tasks=cfg.tasks, episodes_per_task=args.episodes,
-                            seed=cfg.eval_seed, out_dir=out / name / f"eval_{args.episodes}x_open{k}",
-                            num_envs=cfg.num_envs, open_loop_steps=k, video_episodes=0,
-                            image_size=cfg.image_size)
-            rows.append((label, k, info))
+                            seed=cfg.eval_seed, out_dir=out / name / f"eval_{args.episodes}x_{folder}",
+                            num_envs=cfg.num_envs, video_episodes=0, image_size=cfg.image_size, **how)
+            rows.append((label, shown, info))
     print(f"\nProtocol: `openvla demo` recipe: {', '.join(cfg.tasks)}; {cfg.episodes_per_task} demos/task; small "
           f"preset from scratch, {args.steps} steps x batch {cfg.batch_size}; {args.episodes} held-out episodes "
           f"per task (seed {cfg.eval_seed}, 'eval' split), at most 500 steps.")

@@ -131,3 +131,23 @@ def test_a_dead_worker_fails_its_episode_and_is_restarted():
         first, second = run_episodes(ChunkPolicy(), specs, pool, action_dim=2)
     assert "env worker died (exit code 3)" in first.error and not first.success
     assert second.error is None and second.success
+
+
+def test_temporal_ensemble_executes_the_weighted_mean_of_overlapping_chunks():
+    class Counting(ChunkPolicy):
+        """Call k returns a chunk whose every action is k / 10 (each step's predictions are distinct)."""
+
+        def act(self, observation: dict) -> np.ndarray:
+            self.calls += 1
+            return np.full((3, 2), self.calls / 10, np.float32)
+
+    policy = Counting()
+    specs = [EpisodeSpec("a", 0, 0, 4, record=True)]
+    with EnvPool(LineEnv, 1, processes=False) as pool:
+        (result,) = run_episodes(policy, specs, pool, action_dim=2, temporal_ensemble=0.5)
+    assert policy.calls == 4  # asked every step
+    w = np.exp(-0.5 * np.arange(3))
+    expected = [1.0, (w[:2] @ [1, 2]) / w[:2].sum(), (w @ [1, 2, 3]) / w.sum(), (w @ [2, 3, 4]) / w.sum()]
+    np.testing.assert_allclose([10 * a[0] for a in result.actions], expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="decay"):
+        list(run_episodes(policy, specs, EnvPool(LineEnv, 1, processes=False), 2, temporal_ensemble=-1))

@@ -50,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "(openvla, the default) or pass it through (raw)")
     ev.add_argument("--device", default=None, help="device for a checkpoint policy")
     ev.add_argument("--unnorm-key", default=None, help="action statistics key for a checkpoint policy")
+    ev.add_argument("--temporal-ensemble", type=float, default=None, metavar="DECAY",
+                    help="ask the policy every step and execute the exp(-DECAY*i)-weighted mean of every chunk's "
+                    "prediction for the step (ACT's temporal ensembling; ACT uses 0.01)")
     ev.add_argument("--quantize", choices=("int8", "bnb8", "bnb4"), default=None,
                     help="quantise a checkpoint policy's language model (bnb*: the quant extra)")
     ev.add_argument("--compile", action="store_true",
@@ -94,6 +97,6 @@ def _eval(args: argparse.Namespace) -> int:
                     seed=args.seed, out_dir=args.out, num_envs=args.num_envs, max_steps=args.max_steps,
                     open_loop_steps=args.open_loop_steps, video_episodes=args.video_episodes,
                     image_size=args.image_size, camera=args.camera, progress=not args.no_progress,
-                    policy_kwargs=policy_kwargs, env_kwargs=env_kwargs)
+                    policy_kwargs=policy_kwargs, env_kwargs=env_kwargs, temporal_ensemble=args.temporal_ensemble)
     print((Path(args.out) / "summary.md").read_text(), end="")
     return 0

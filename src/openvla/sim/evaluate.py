@@ -70,13 +70,14 @@ def evaluate(policy: Policy | str, env: str = "metaworld", tasks: str | list[str
              episodes_per_task: int = 10, seed: int = 0, out_dir: str | Path | None = None, num_envs: int = 1,
              max_steps: int | None = None, open_loop_steps: int | None = None, video_episodes: int = 1,
              image_size: int | None = None, camera: str | None = None, progress: bool = True,
-             policy_kwargs: dict[str, Any] | None = None,
-             env_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+             policy_kwargs: dict[str, Any] | None = None, env_kwargs: dict[str, Any] | None = None,
+             temporal_ensemble: float | None = None) -> dict[str, Any]:
     """Run `episodes_per_task` episodes of each task and return eval_info (also written to `out_dir`).
 
     Evaluation seeds never meet demonstration seeds (see ``episode_seed``). Finished episodes are appended
     to ``out_dir/episodes.jsonl`` as they end; running again with the same settings resumes. `env_kwargs`
-    go to the env (e.g. fast_render, and for LIBERO gripper="openvla"|"raw").
+    go to the env (e.g. fast_render, and for LIBERO gripper="openvla"|"raw"). `temporal_ensemble` (a decay,
+    ACT uses 0.01) asks the policy every step and executes the weighted mean of the chunks' predictions.
     """
     sim = get_env_module(env)
     task_list = sim.resolve_tasks(tasks)
@@ -91,6 +92,8 @@ def evaluate(policy: Policy | str, env: str = "metaworld", tasks: str | list[str
               "seed": seed, "max_steps": max_steps, "open_loop_steps": open_loop_steps,
               "image_size": image_size, "camera": camera, "num_envs": num_envs,
               "video_episodes": video_episodes, "env_kwargs": env_kwargs or {}}
+    if temporal_ensemble is not None:
+        config["temporal_ensemble"] = temporal_ensemble
     out = None if out_dir is None else Path(out_dir)
     log = _EpisodeLog(out, config)
     done = log.done()
@@ -111,7 +114,8 @@ def evaluate(policy: Policy | str, env: str = "metaworld", tasks: str | list[str
 
     try:
         with EnvPool(factory, num_envs) as pool:
-            for result in run_episodes(policy, specs, pool, sim.ACTION_DIM, open_loop_steps, on_step=show):
+            for result in run_episodes(policy, specs, pool, sim.ACTION_DIM, open_loop_steps, on_step=show,
+                                       temporal_ensemble=temporal_ensemble):
                 row = _episode_row(result, sim.task_group(result.spec.task))
                 if result.frames and out is not None:
                     video = out / "videos" / result.spec.task / f"eval_episode_{result.spec.episode}.mp4"

@@ -219,6 +219,7 @@ class _Run:
         self.spec, self.slot = spec, slot
         self.obs: Observation | None = None
         self.queue: deque[np.ndarray] = deque()
+        self.chunks: list[tuple[int, np.ndarray]] = []  # (step it was predicted at, chunk): temporal ensembling
         self.steps, self.success, self.done = 0, False, False
         self.rewards: list[float] = []
         self.error: str | None = None
@@ -253,8 +254,19 @@ class _Run:
                              self.frames, self.states, self.actions)
 
 
-def _query_policy(policy: Policy, runs: list[_Run], action_dim: int, open_loop_steps: int | None) -> None:
-    """Fill each run's action queue from one policy call (act_batch when the policy has it)."""
+def ensembled_action(chunks: list[tuple[int, np.ndarray]], step: int, decay: float) -> np.ndarray:
+    """ACT's temporal ensembling: the mean of every chunk's prediction for ``step``, weighted
+    ``exp(-decay * i)`` with i = 0 for the oldest prediction."""
+    predictions = np.stack([chunk[step - start] for start, chunk in chunks])
+    weights = np.exp(-decay * np.arange(len(predictions)))
+    return (weights[:, None] * predictions).sum(0) / weights.sum()
+
+
+def _query_policy(policy: Policy, runs: list[_Run], action_dim: int, open_loop_steps: int | None,
+                  temporal_ensemble: float | None = None) -> None:
+    """Fill each run's action queue from one policy call (act_batch when the policy has it). With
+    ``temporal_ensemble`` (a decay), the queue gets one action: the ensemble of the chunks still covering
+    this step."""
     observations = [run.obs for run in runs]
     act_batch = getattr(policy, "act_batch", None)
     chunks: list[Any]
@@ -281,11 +293,16 @@ def _query_policy(policy: Policy, runs: list[_Run], action_dim: int, open_loop_s
         except ValueError as err:
             run.fail(str(err))
             continue
-        run.queue.extend(actions[:open_loop_steps])
+        if temporal_ensemble is None:
+            run.queue.extend(actions[:open_loop_steps])
+            continue
+        run.chunks = [(t0, c) for t0, c in run.chunks if t0 + len(c) > run.steps] + [(run.steps, actions)]
+        run.queue.append(ensembled_action(run.chunks, run.steps, temporal_ensemble))
 
 
 def _run_wave(policy: Policy, specs: list[EpisodeSpec], slots: list[Any], action_dim: int,
-              open_loop_steps: int | None, on_step: Callable[[int], None] | None) -> list[EpisodeResult]:
+              open_loop_steps: int | None, on_step: Callable[[int], None] | None,
+              temporal_ensemble: float | None = None) -> list[EpisodeResult]:
     runs = [_Run(spec, slot) for spec, slot in zip(specs, slots, strict=False)]
     for run in runs:
         run.slot.send("reset", run.spec.task, run.spec.seed, run.spec.episode)
@@ -303,7 +320,7 @@ def _run_wave(policy: Policy, specs: list[EpisodeSpec], slots: list[Any], action
     while active := [run for run in runs if not run.done]:
         needy = [run for run in active if not run.queue]
         if needy:
-            _query_policy(policy, needy, action_dim, open_loop_steps)
+            _query_policy(policy, needy, action_dim, open_loop_steps, temporal_ensemble)
         stepping = [run for run in active if not run.done]
         actions = [run.queue.popleft() for run in stepping]
         for run, action in zip(stepping, actions, strict=True):
@@ -323,15 +340,20 @@ def _run_wave(policy: Policy, specs: list[EpisodeSpec], slots: list[Any], action
 
 def run_episodes(policy: Policy, specs: Iterable[EpisodeSpec], pool: EnvPool, action_dim: int,
                  open_loop_steps: int | None = None,
-                 on_step: Callable[[int], None] | None = None) -> Iterator[EpisodeResult]:
+                 on_step: Callable[[int], None] | None = None,
+                 temporal_ensemble: float | None = None) -> Iterator[EpisodeResult]:
     """Run `specs` in waves of len(pool.slots) episodes stepped in lockstep; yield each result.
 
     ``policy.reset()`` is called at the start of every wave (all of its episodes start together). A chunk
     is executed open-loop for `open_loop_steps` actions (all of it when None) before the policy is asked
-    again. A policy that raises or returns a bad chunk fails that episode with the reason in `error`.
+    again. With ``temporal_ensemble`` (a decay >= 0) the policy is asked every step and the action executed
+    is the weighted mean of every chunk's prediction for that step (ACT). A policy that raises or returns a
+    bad chunk fails that episode with the reason in `error`.
     """
     if open_loop_steps is not None and open_loop_steps < 1:
         raise ValueError(f"open_loop_steps must be >= 1, got {open_loop_steps}")
+    if temporal_ensemble is not None and temporal_ensemble < 0:
+        raise ValueError(f"temporal_ensemble is a decay >= 0, got {temporal_ensemble}")
     it = iter(specs)
     while wave := list(islice(it, len(pool.slots))):
-        yield from _run_wave(policy, wave, pool.slots, action_dim, open_loop_steps, on_step)
+        yield from _run_wave(policy, wave, pool.slots, action_dim, open_loop_steps, on_step, temporal_ensemble)
