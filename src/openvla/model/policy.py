@@ -11,6 +11,19 @@ import torch
 from openvla.policy import Observation
 
 
+def load_for_inference(path: str | Path, device: str | torch.device | None = None, compile: bool = False,
+                       quantize: str | None = None, **kw: Any) -> Any:
+    """A VLA from a checkpoint, eval mode; ``quantize`` is int8, bnb8 or bnb4 (``model/quantize.py``),
+    ``compile`` runs inference through torch.compile (``VLA.compile_inference``)."""
+    from openvla.model.quantize import quantize as apply_quantization
+    from openvla.model.vla import VLA
+
+    vla = VLA.from_pretrained(path, device=device, **kw).eval()
+    if quantize:
+        apply_quantization(vla, quantize)
+    return vla.compile_inference() if compile else vla
+
+
 class VLAPolicy:
     """Wraps a VLA: observation dict -> action chunk [T, D] in robot units."""
 
@@ -22,15 +35,8 @@ class VLAPolicy:
     def from_pretrained(cls, path: str | Path, unnorm_key: str | None = None,
                         device: str | torch.device | None = None, compile: bool = False,
                         quantize: str | None = None, **kw: Any) -> VLAPolicy:
-        """Load a checkpoint; ``quantize`` is int8, bnb8 or bnb4 (``model/quantize.py``), ``compile`` runs
-        inference through torch.compile (``VLA.compile_inference``)."""
-        from openvla.model.quantize import quantize as apply_quantization
-        from openvla.model.vla import VLA
-
-        vla = VLA.from_pretrained(path, device=device, **kw)
-        if quantize:
-            apply_quantization(vla, quantize)
-        return cls(vla.compile_inference() if compile else vla, unnorm_key)
+        """Load a checkpoint for inference (see ``load_for_inference``)."""
+        return cls(load_for_inference(path, device=device, compile=compile, quantize=quantize, **kw), unnorm_key)
 
     def reset(self) -> None:
         pass

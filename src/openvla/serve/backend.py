@@ -126,16 +126,10 @@ def make_backend(target: Any, unnorm_key: str | None = None, device: str | None 
     if isinstance(target, str | Path):
         import torch
 
-        from openvla.model.vla import VLA
+        from openvla.model.policy import load_for_inference
 
         torch_dtype = getattr(torch, dtype) if dtype else None
-        target = VLA.from_pretrained(target, device=device, dtype=torch_dtype)
-        if quantize:
-            from openvla.model.quantize import quantize as apply_quantization
-
-            apply_quantization(target, quantize)
-        if compile:
-            target.compile_inference()
+        target = load_for_inference(target, device=device, dtype=torch_dtype, compile=compile, quantize=quantize)
     if hasattr(getattr(target, "vla", None), "predict_action") and hasattr(target, "act"):  # a VLAPolicy
         unnorm_key, target = unnorm_key or getattr(target, "unnorm_key", None), target.vla
     if hasattr(target, "predict_action"):
