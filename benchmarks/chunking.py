@@ -24,6 +24,9 @@ from openvla.demo import DemoConfig, collect_demos, train_policy
 VARIANTS = {
     "chunk8-l1": ("chunk 8, parallel decoding, L1 head (the demo)",
                   {"action_chunk": 8, "parallel_decoding": True, "action_head": "l1", "proprio_dim": -1}),
+    "chunk8-l1-queries": ("chunk 8, parallel decoding, L1 head, learned slot queries",
+                          {"action_chunk": 8, "parallel_decoding": True, "action_head": "l1", "proprio_dim": -1,
+                           "action_queries": "learned"}),
     "chunk4-l1": ("chunk 4, parallel decoding, L1 head",
                   {"action_chunk": 4, "parallel_decoding": True, "action_head": "l1", "proprio_dim": -1}),
     "chunk1-l1": ("single step, parallel decoding, L1 head",

@@ -58,6 +58,7 @@ class VLAConfig:
     # OpenVLA-OFT as configuration (all off = OpenVLA): chunks, parallel decoding, L1 head, proprio, cameras
     action_chunk: int = 1  # future actions predicted per call
     parallel_decoding: bool = False  # one bidirectional pass over zero-embedded action slots
+    action_queries: str = "zeros"  # slot inputs: "zeros" (OFT) or "learned" (one embedding per slot, as ACT)
     action_head: str = "tokens"  # "tokens" (discrete bins, LM head) or "l1" (MLP-ResNet regression)
     proprio_dim: int = 0  # >0 adds a proprio projector token after the image patches
     num_images: int = 1  # cameras stacked on channels (primary first), 256 more patches each at 224px

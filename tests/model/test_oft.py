@@ -14,8 +14,9 @@ STATS = {"toy": {"action": {"q01": [-2.0] * 4, "q99": [2.0] * 4, "mask": [True, 
                  "proprio": {"q01": [0.0] * 3, "q99": [10.0] * 3}}}
 
 
-def _oft_model(head: str, chunk: int = 4, proprio: int = 3, images: int = 2) -> VLA:
+def _oft_model(head: str, chunk: int = 4, proprio: int = 3, images: int = 2, queries: str = "zeros") -> VLA:
     cfg = get_preset("tiny")
+    cfg.action_queries = queries
     for v in cfg.vision:
         v.image_size = 56  # 16 patches per camera keeps this test fast
     cfg.action_dim, cfg.action_chunk, cfg.parallel_decoding = 4, chunk, True
@@ -70,9 +71,10 @@ def test_parallel_decoding_model_fits_and_predicts_unnormalised_chunks(head):
     np.testing.assert_allclose(single, out[0], atol=1e-5)
 
 
-def test_parallel_model_learns_and_inference_matches_the_training_pass():
+@pytest.mark.parametrize("queries", ["zeros", "learned"])
+def test_parallel_model_learns_and_inference_matches_the_training_pass(queries, tmp_path):
     torch.manual_seed(0)
-    vla = _oft_model("l1")
+    vla = _oft_model("l1", queries=queries)
     frames, batch = _data(vla)
     inputs, first, last = _fit(vla, batch, steps=100)
     assert last < 0.3 * first
@@ -82,6 +84,11 @@ def test_parallel_model_learns_and_inference_matches_the_training_pass():
     ids, mask = vla.pack_prompts([vla.processor.tokenize(f["instruction"]) for f in frames])
     normalized = vla.parallel_decode(ids, batch["pixel_values"], mask, batch["proprio"])
     torch.testing.assert_close(normalized, trained.clamp(-1, 1), atol=1e-5, rtol=0)  # inference clamps
+    if queries == "learned":  # the queries trained and travel with the checkpoint
+        assert vla.action_queries.shape == (16, vla.config.llm_dim) and vla.action_queries.grad.abs().sum() > 0
+        loaded = VLA.from_pretrained(vla.save_pretrained(tmp_path / "ckpt")).eval()
+        again = loaded.parallel_decode(ids, batch["pixel_values"], mask, batch["proprio"])
+        torch.testing.assert_close(again, normalized)
 
 
 def test_autoregressive_chunks_batched_equal_unbatched():
@@ -107,4 +114,11 @@ def test_missing_extra_inputs_are_clear_errors():
     with pytest.raises(ValueError, match="needs parallel_decoding"):
         cfg = get_preset("tiny")
         cfg.action_head = "l1"
+        VLA(cfg)
+    cfg = get_preset("tiny")
+    cfg.action_queries = "learned"
+    with pytest.raises(ValueError, match="needs parallel_decoding"):
+        VLA(cfg)
+    cfg.action_queries = "random"
+    with pytest.raises(ValueError, match="unknown action_queries"):
         VLA(cfg)

@@ -68,6 +68,7 @@ class VLA(nn.Module):
         self.projector = Projector(config.projector, config.vision_dim, config.llm_dim)
         self.language_model = build_llm(config.llm)
         self.proprio_projector = ProprioProjector(config.proprio_dim, config.llm_dim) if config.proprio_dim else None
+        self.action_queries = self._make_action_queries(config)
         if config.action_head == "l1":
             if not config.parallel_decoding:
                 raise ValueError("action_head 'l1' needs parallel_decoding: the head reads all slots at once")
@@ -79,6 +80,18 @@ class VLA(nn.Module):
         self.action_tokenizer = ActionTokenizer(config.action_vocab_size, config.n_action_bins)
         self.processor = VLAProcessor(config, tokenizer)
         self.compiled_inference = False
+
+    @staticmethod
+    def _make_action_queries(config: VLAConfig) -> nn.Parameter | None:
+        """Learned slot inputs: a tiny LM sees zero slots as identical after its first layer, so they differ
+        only by position; one embedding per slot tells them apart from the start (ACT's queries)."""
+        if config.action_queries == "zeros":
+            return None
+        if config.action_queries != "learned":
+            raise ValueError(f"unknown action_queries {config.action_queries!r}; valid: zeros, learned")
+        if not config.parallel_decoding:
+            raise ValueError("action_queries 'learned' needs parallel_decoding (the slots are its inputs)")
+        return nn.Parameter(torch.randn(config.action_slots, config.llm_dim) * 0.02)
 
     # ----------------------------------------------------------------------------------------- files
     @classmethod
@@ -150,10 +163,14 @@ class VLA(nn.Module):
     def _splice(self, input_ids: torch.Tensor, prefix: torch.Tensor, attention_mask: torch.Tensor | None,
                 labels: torch.Tensor | None, slots: torch.Tensor | None = None,
                 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Insert the prefix right after BOS in embeddings, mask and labels; zero the action slots (OFT)."""
+        """Insert the prefix right after BOS in embeddings, mask and labels; zero the action slots (OFT), or
+        put the learned queries there."""
         embeds = self.language_model.get_input_embeddings()(input_ids)
         if slots is not None:
             embeds = embeds * ~slots[..., None]
+            if self.action_queries is not None:
+                queries = self.action_queries.to(embeds.dtype).repeat(input_ids.shape[0], 1)
+                embeds = embeds.masked_scatter(slots[..., None], queries)
         embeds = torch.cat([embeds[:, :1], prefix.to(embeds.dtype), embeds[:, 1:]], dim=1)
         b, n = prefix.shape[:2]
         if attention_mask is not None:

@@ -62,7 +62,7 @@ def apply_mode(model: nn.Module, mode: str, lora: LoraSettings | None = None) ->
         config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                             init_lora_weights="gaussian", target_modules="^(" + "|".join(targets) + ")$")
         peft_model = get_peft_model(model, config)
-        for name in ("action_head", "proprio_projector"):  # new modules train in full, as in OFT
+        for name in ("action_head", "proprio_projector", "action_queries"):  # new modules train in full (OFT)
             module = getattr(model, name, None)
             if module is not None:
                 module.requires_grad_(True)
