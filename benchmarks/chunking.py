@@ -19,6 +19,8 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from openvla.demo import DemoConfig, collect_demos, train_policy
 
 VARIANTS = {
@@ -42,6 +44,8 @@ def main() -> None:
     ap.add_argument("--demos", default=None, help="reuse a demo's demonstrations folder (same tasks and size)")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--steps", type=int, default=DemoConfig.steps)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[DemoConfig.seed],
+                    help="training seeds: each variant is trained once per seed (training varies a lot by seed)")
     ap.add_argument("--episodes", type=int, default=DemoConfig.eval_episodes_per_task, help="per task")
     ap.add_argument("--open-loop", type=int, nargs="+", default=[8], help="actions executed per chunk")
     ap.add_argument("--temporal-ensemble", type=float, nargs="*", default=[], metavar="DECAY",
@@ -55,30 +59,36 @@ def main() -> None:
     cfg = DemoConfig(steps=args.steps)
     demos = Path(args.demos) if args.demos else collect_demos(cfg, out)
     rows = []
-    for name in args.variants:
+    for name, seed in ((n, s) for n in args.variants for s in args.seeds):
         label, model = VARIANTS[name]
-        final = train_policy(replace(cfg, model=model), demos, out / name / "run")
+        folder = out / name if seed == DemoConfig.seed else out / name / f"seed{seed}"
+        final = train_policy(replace(cfg, model=model, seed=seed), demos, folder / "run")
         policy = VLAPolicy.from_pretrained(final)
         chunk = policy.vla.config.action_chunk
         settings = [(str(k), f"open{k}", {"open_loop_steps": k})
                     for k in sorted({min(k, chunk) for k in args.open_loop}, reverse=True)]
         settings += [(f"1, ensemble {d}", f"ensemble{d}", {"temporal_ensemble": d})
                      for d in (args.temporal_ensemble if chunk > 1 else [])]
-        for shown, folder, how in settings:
+        for shown, how_name, how in settings:
             info = evaluate(policy, env="metaworld", tasks=cfg.tasks, episodes_per_task=args.episodes,
-                            seed=cfg.eval_seed, out_dir=out / name / f"eval_{args.episodes}x_{folder}",
+                            seed=cfg.eval_seed, out_dir=folder / f"eval_{args.episodes}x_{how_name}",
                             num_envs=cfg.num_envs, video_episodes=0, image_size=cfg.image_size, **how)
-            rows.append((label, shown, info))
+            rows.append((label, seed, shown, info))
     print(f"\nProtocol: `openvla demo` recipe: {', '.join(cfg.tasks)}; {cfg.episodes_per_task} demos/task; small "
           f"preset from scratch, {args.steps} steps x batch {cfg.batch_size}; {args.episodes} held-out episodes "
           f"per task (seed {cfg.eval_seed}, 'eval' split), at most 500 steps.")
     tasks = [t["task"] for t in rows[0][2]["per_task"]]
-    print("| model | actions per call | " + " | ".join(tasks) + " | overall | s per episode |")
-    print("| --- | ---: | " + " | ".join("---:" for _ in tasks) + " | ---: | ---: |")
-    for label, k, info in rows:
+    print("| model | training seed | actions per call | " + " | ".join(tasks) + " | overall | s per episode |")
+    print("| --- | ---: | ---: | " + " | ".join("---:" for _ in tasks) + " | ---: | ---: |")
+    for label, seed, k, info in rows:
         cells = " | ".join(f"{t['metrics']['pc_success']:.0f}%" for t in info["per_task"])
-        print(f"| {label} | {k} | {cells} | {info['overall']['pc_success']:.1f}% | "
+        print(f"| {label} | {seed} | {k} | {cells} | {info['overall']['pc_success']:.1f}% | "
               f"{info['overall']['eval_ep_s']:.2f} |")
+    if len(args.seeds) > 1:
+        print("\nMean over training seeds:")
+        for label, k in dict.fromkeys((label, k) for label, _, k, _ in rows):
+            vals = [info["overall"]["pc_success"] for lb, _, kk, info in rows if (lb, kk) == (label, k)]
+            print(f"| {label} | {k} | {np.mean(vals):.1f}% +- {np.std(vals):.1f} ({len(vals)} seeds) |")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ class DemoConfig:
     steps: int = 1500
     batch_size: int = 32
     lr: float = 1e-3
+    seed: int = 7  # training: model initialisation and batch order (TrainConfig's default)
     eval_episodes_per_task: int = 10
     eval_seed: int = 1
     num_envs: int = 2
@@ -98,7 +99,7 @@ def train_policy(cfg: DemoConfig, demos: Path, run_dir: Path) -> Path:
     if (run_dir / "final" / "vla_config.json").exists() and _finished(run_dir, cfg.steps):
         return run_dir / "final"
     return train(TrainConfig(preset="small", model=dict(cfg.model), data=[str(demos)], out=str(run_dir),
-                             max_steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, schedule="cosine",
+                             max_steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, schedule="cosine", seed=cfg.seed,
                              warmup_steps=min(100, cfg.steps // 10), weight_decay=0.01,
                              num_workers=1, save_every=max(100, cfg.steps // 4), log_every=10))
 

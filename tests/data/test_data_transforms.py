@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
 
 from openvla.data import transforms as T
 
@@ -33,10 +32,10 @@ def test_crop_matches_tf_crop_and_resize():
     img = image()
     side = np.sqrt(0.9)
     for u in (0.0, 0.37, 1.0):
-        ours = np.asarray(T._crop_resize(Image.fromarray(img), 0.9, u)).astype(float)
+        ours = T._crop_resize(img, 0.9, u).astype(float)
         ref = tf_crop_and_resize(img, u * (1 - side), u * (1 - side), side)
-        assert np.abs(ours - ref).max() <= 1.0  # rounding only
-    np.testing.assert_array_equal(T.center_crop(img), T._crop_resize(Image.fromarray(img), 0.9, 0.5))
+        assert np.abs(ours - ref).max() <= 0.51  # rounding only
+    np.testing.assert_array_equal(T.center_crop(img), T._crop_resize(img, 0.9, 0.5))
 
 
 def test_augment_is_seeded_same_size_and_close_to_exact_float_pipeline():
@@ -47,7 +46,7 @@ def test_augment_is_seeded_same_size_and_close_to_exact_float_pipeline():
     assert not np.array_equal(a, T.augment_image(img, 8))
     for seed in range(5):
         diff = np.abs(T.augment_image(img, seed).astype(int) - T.augment_exact(img, seed))
-        assert diff.mean() < 1.0 and np.percentile(diff, 99) <= 6
+        assert diff.max() <= 1  # the pipelines differ in float precision, then rounding
 
 
 def test_parameters_follow_reference_ranges_and_order():
@@ -58,8 +57,16 @@ def test_parameters_follow_reference_ranges_and_order():
         assert lo <= min(values) and max(values) <= hi and max(values) - min(values) > 0.8 * (hi - lo)
     # brightness is additive and clipped before contrast uses the per-channel mean
     flat = np.full((8, 8, 3), 250, np.uint8)
-    tables = T.brightness_contrast_tables(Image.fromarray(flat), 0.1, 1.2)
-    assert tables[250] == 255
+    table = T.brightness_contrast_table(flat, 0.1, 1.2)
+    assert table.shape == (256, 1, 3) and (table[250] == 1.0).all()
+
+
+def test_fast_saturation_hue_equals_the_float_maths():
+    rgb = np.random.default_rng(0).random((40, 50, 3)).astype(np.float32)
+    rgb[:5] = rgb[:5, :, :1]  # greys too
+    for s, h in ((0.8, -0.05), (1.2, 0.05), (1.0, 0.02), (0.9, 0.0)):
+        np.testing.assert_allclose(T.saturation_hue_fast(rgb, s, h), T.saturation_hue(rgb.astype(np.float64), s, h),
+                                   atol=2e-5)
 
 
 def test_hsv_helpers_match_colorsys():

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -534,19 +535,18 @@ class LeRobotDataset:
             path, start = self._video_location(int(self.episode_of_frame[frame]), cam)
             return local.video.frame(path, start + index / self.fps, self.fps, where)
         data = self._image_bytes(local, key, frame, where)
-        try:
-            with Image.open(io.BytesIO(data)) as im:
-                return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
-        except (OSError, ValueError) as err:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)  # PNG/JPEG, any mode -> RGB
+        if img is None:
             path = self._files[self._row_file[frame]]
-            raise ValueError(f"{path}: cannot decode image{where}: {err}") from err
+            raise ValueError(f"{path}: cannot decode image{where}: corrupt or truncated {len(data)} bytes")
+        return img
 
     def _image_bytes(self, local: _ProcessLocal, key: str, frame: int, where: str) -> bytes:
         file_id, row = int(self._row_file[frame]), int(self._row_local[frame])
         path = self._files[file_id]
         try:
             if file_id not in local.parquet:
-                pf = pq.ParquetFile(path)
+                pf = pq.ParquetFile(path, memory_map=True)
                 sizes = [pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)]
                 local.parquet[file_id] = (pf, np.concatenate([[0], np.cumsum(sizes)]))
             pf, offsets = local.parquet[file_id]

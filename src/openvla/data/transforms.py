@@ -2,14 +2,14 @@
 
 The reference (dlimp ``augment_image`` in TF, on float images in [0, 1], clipped after every step) runs
 ``random_resized_crop(scale=0.9, ratio=1)`` -> ``random_brightness(0.2)`` -> ``random_contrast(0.8, 1.2)``
--> ``random_saturation(0.8, 1.2)`` -> ``random_hue(0.05)``. Here:
-* the crop is TF ``crop_and_resize`` (bilinear, corner-aligned sampling) done by one PIL resize with a
-  fractional box; its offset is ``u * (1 - sqrt(0.9))`` on *both* axes with the same ``u``, because the
-  reference draws both offsets from the same stateless seed (so its crops lie on the diagonal);
-* brightness and contrast (per-channel mean of the brightened image) are one exact 256-entry table per
-  channel; saturation and hue, which act in HSV, are one 17^3 colour lookup table built from the exact
-  HSV maths and applied with trilinear interpolation (PIL ``Color3DLUT``), with a mean error under half
-  a grey level (99th percentile 4 levels) at a fraction of the cost of an HSV round trip.
+-> ``random_saturation(0.8, 1.2)`` -> ``random_hue(0.05)``. Here, on uint8 images with OpenCV:
+* the crop is TF ``crop_and_resize`` (bilinear, corner-aligned sampling) as one affine warp; its offset is
+  ``u * (1 - sqrt(0.9))`` on *both* axes with the same ``u``, because the reference draws both offsets from
+  the same stateless seed (so its crops lie on the diagonal);
+* brightness and contrast (around the per-channel mean of the brightened image) are one exact 256-entry
+  table per channel from uint8 levels to float;
+* saturation and hue are one float32 HSV round trip: the result is the float pipeline's (``augment_exact``)
+  up to float32 and the final rounding to uint8.
 Parameters are drawn from ``numpy.random.default_rng(seed)``, so an image and a seed give one result.
 """
 
@@ -17,15 +17,20 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 
 CROP_AREA = 0.9
 BRIGHTNESS = 0.2
 CONTRAST = (0.8, 1.2)
 SATURATION = (0.8, 1.2)
 HUE = 0.05
-LUT_SIZE = 17
+_LEVELS = np.arange(256)
+
+# OpenCV's thread pool does not survive fork: a DataLoader worker forked after the parent ran a threaded cv2
+# call would hang on its first one. These per-frame calls are small; worker processes give the parallelism.
+cv2.setNumThreads(0)
 
 
 def resize(img: np.ndarray, size: int = 224) -> np.ndarray:
@@ -35,20 +40,20 @@ def resize(img: np.ndarray, size: int = 224) -> np.ndarray:
     return np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.LANCZOS))
 
 
-def _crop_resize(pil: Image.Image, area: float, u: float) -> Image.Image:
-    """TF ``crop_and_resize`` of a square (in relative coordinates) of ``area``, offset ``u``, to the same size."""
-    w, h = pil.size
+def _crop_resize(img: np.ndarray, area: float, u: float) -> np.ndarray:
+    """TF ``crop_and_resize`` of a square (in relative coordinates) of ``area``, offset ``u``, to the same size:
+    output pixel (i, j) samples the input at (off (H - 1) + i side, off (W - 1) + j side), bilinearly."""
+    h, w = img.shape[:2]
     side = math.sqrt(area)
     off = u * (1.0 - side)
-    # TF samples input pixel y1*(H-1) + i*side for output row i; PIL samples box0 + (i + 0.5)*bw/H - 0.5.
-    x0 = off * (w - 1) + 0.5 - 0.5 * side
-    y0 = off * (h - 1) + 0.5 - 0.5 * side
-    return pil.resize((w, h), Image.Resampling.BILINEAR, box=(x0, y0, x0 + side * w, y0 + side * h))
+    to_input = np.array([[side, 0.0, off * (w - 1)], [0.0, side, off * (h - 1)]])
+    return cv2.warpAffine(img, to_input, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE)
 
 
 def center_crop(img: np.ndarray, area: float = CROP_AREA) -> np.ndarray:
     """The evaluation-time crop for models trained with augmentation: the centre ``area`` resized back."""
-    return np.asarray(_crop_resize(Image.fromarray(img), area, 0.5))
+    return _crop_resize(np.ascontiguousarray(img), area, 0.5)
 
 
 def augment_params(seed: int) -> dict[str, float]:
@@ -92,55 +97,39 @@ def saturation_hue(rgb: np.ndarray, saturation: float, hue: float) -> np.ndarray
     return np.clip(hsv_to_rgb(hsv), 0, 1)
 
 
-def _grid(n: int) -> np.ndarray:
-    """RGB grid points in PIL ``Color3DLUT`` order (red fastest, then green, then blue)."""
-    axis = np.linspace(0.0, 1.0, n)
-    b, g, r = np.meshgrid(axis, axis, axis, indexing="ij")
-    return np.stack([r, g, b], -1)
-
-
-_GRID = _grid(LUT_SIZE)
-_GRID_H, _GRID_S, _GRID_V = (c.reshape(-1, 1) for c in np.moveaxis(rgb_to_hsv(_GRID).astype(np.float32), -1, 0))
-_GRID_K = _GRID_H * 6 + np.array([5.0, 3.0, 1.0], np.float32)  # hsv_to_rgb's k per channel, before the shift
-
-
-def _saturation_hue_table(saturation: float, hue: float) -> np.ndarray:
-    """``saturation_hue`` on the LUT grid; the grid's HSV is precomputed (the RGB round trip is exact there).
-
-    k stays within [0.7, 11.3) for |hue| <= 0.05, so one conditional subtraction replaces ``% 6`` (numpy's
-    remainder is the slow part of this function)."""
-    k = _GRID_K + np.float32(6 * hue)
-    k -= np.float32(6) * (k >= 6)
-    k += np.float32(6) * (k < 0)
-    vs = _GRID_V * np.minimum(_GRID_S * np.float32(saturation), 1)
-    return (_GRID_V - vs * np.clip(np.minimum(k, 4 - k), 0, 1)).reshape(-1)
-
-
-def brightness_contrast_tables(pil: Image.Image, brightness: float, contrast: float) -> list[int]:
-    """Per-channel 256-entry tables for brightness then contrast around the brightened channel means."""
-    levels = np.arange(256) / 255.0
-    bright = np.clip(levels + brightness, 0, 1)
-    hist = np.asarray(pil.histogram(), dtype=np.float64).reshape(3, 256)
+def brightness_contrast_table(img: np.ndarray, brightness: float, contrast: float) -> np.ndarray:
+    """A [256, 1, 3] float32 ``cv2.LUT`` table from uint8 levels to [0, 1]: brightness, then contrast around
+    each brightened channel's mean (from the histogram, so exact)."""
+    bright = np.clip(_LEVELS / 255.0 + brightness, 0, 1)
+    hist = np.stack([cv2.calcHist([img], [c], None, [256], [0, 256]).ravel() for c in range(3)]).astype(np.float64)
     means = hist @ bright / hist.sum(axis=1)
-    tables = [np.clip((bright - m) * contrast + m, 0, 1) for m in means]
-    return np.rint(np.concatenate(tables) * 255).astype(np.int64).tolist()
+    table = np.clip((bright[:, None] - means) * contrast + means, 0, 1)
+    return table.astype(np.float32)[:, None, :]
+
+
+def saturation_hue_fast(rgb: np.ndarray, saturation: float, hue: float) -> np.ndarray:
+    """``saturation_hue`` on float32 RGB in [0, 1] with one OpenCV HSV round trip (H in degrees). The maths
+    composes: saturation keeps H and V and stays within [0, 1], so its clip and round trip change nothing."""
+    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
+    sat = hsv[..., 1]
+    sat *= saturation
+    np.minimum(sat, 1, out=sat)
+    hsv[..., 0] += 360 * (hue % 1.0)  # OpenCV wraps H >= 360 on the way back
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
 
 def augment_image(img: np.ndarray, seed: int) -> np.ndarray:
     """The reference training augmentation of one uint8 HxWx3 image, seeded; returns the same size."""
     p = augment_params(seed)
-    pil = _crop_resize(Image.fromarray(img), CROP_AREA, p["crop_offset"])
-    pil = pil.point(brightness_contrast_tables(pil, p["brightness"], p["contrast"]))
-    table = _saturation_hue_table(p["saturation"], p["hue"])
-    pil = pil.filter(ImageFilter.Color3DLUT(LUT_SIZE, table.reshape(-1)))
-    return np.asarray(pil)
+    out = _crop_resize(np.ascontiguousarray(img), CROP_AREA, p["crop_offset"])
+    rgb = cv2.LUT(out, brightness_contrast_table(out, p["brightness"], p["contrast"]))
+    return cv2.convertScaleAbs(saturation_hue_fast(rgb, p["saturation"], p["hue"]), alpha=255)  # rounds
 
 
 def augment_exact(img: np.ndarray, seed: int) -> np.ndarray:
     """Slow float reference of ``augment_image`` (same draws, no lookup tables), for tests."""
     p = augment_params(seed)
-    pil = _crop_resize(Image.fromarray(img), CROP_AREA, p["crop_offset"])
-    x = np.asarray(pil).astype(np.float64) / 255.0
+    x = _crop_resize(np.ascontiguousarray(img), CROP_AREA, p["crop_offset"]).astype(np.float64) / 255.0
     x = np.clip(x + p["brightness"], 0, 1)
     means = x.reshape(-1, 3).mean(0)
     x = np.clip((x - means) * p["contrast"] + means, 0, 1)
