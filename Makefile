@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	# torch first: this exact pin is the local CPU wheel; anything else would pull CUDA builds.
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[train,data,sim,serve,libero,quant,dev]"
+	# LIBERO's robosuite pulls opencv-python, which shares the cv2 folder with our opencv-python-headless;
+	# reinstall ours last so cv2 is one whole package (the headless one: no libGL needed).
+	$(PIP) install -q --force-reinstall --no-deps opencv-python-headless
 	@$(PY) -c "import importlib.util,sys; sys.exit(1 if importlib.util.find_spec('torchvision') else 0)" || \
 	  (echo "torchvision is installed in .venv; it breaks transformers on CPU torch. Remove it." && exit 1)
 	touch $(STAMP)
