@@ -60,6 +60,16 @@ def test_modes_train_only_their_parts():
     assert counts["full"] - counts["frozen-vision"] == vision_trainable
 
 
+@pytest.mark.parametrize("mode", ["lora", "frozen-vision", "last-layer", "sandwich"])
+def test_oft_modules_train_in_every_mode(mode):
+    cfg = get_preset("tiny")
+    cfg.action_chunk, cfg.parallel_decoding, cfg.action_head = 2, True, "l1"
+    cfg.proprio_dim, cfg.action_queries = 3, "learned"
+    names = _trainable_names(apply_mode(VLA.create(cfg, TASKS, seed=0), mode))
+    for module in ("action_head.", "proprio_projector.", "action_queries"):
+        assert any(module in n and "lora_" not in n for n in names), (mode, module)
+
+
 def test_lora_wraps_every_used_linear_and_nothing_else():
     vla = _model()
     targets = lora_targets(vla)

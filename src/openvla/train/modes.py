@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from torch import nn
 
 MODES = ("full", "lora", "frozen-vision", "last-layer", "sandwich")
+NEW_MODULES = ("action_head", "proprio_projector", "action_queries")
 
 
 @dataclass
@@ -62,10 +63,7 @@ def apply_mode(model: nn.Module, mode: str, lora: LoraSettings | None = None) ->
         config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                             init_lora_weights="gaussian", target_modules="^(" + "|".join(targets) + ")$")
         peft_model = get_peft_model(model, config)
-        for name in ("action_head", "proprio_projector", "action_queries"):  # new modules train in full (OFT)
-            module = getattr(model, name, None)
-            if module is not None:
-                module.requires_grad_(True)
+        _train_new_modules(model)
         return peft_model
     model.requires_grad_(mode == "full")
     if mode == "frozen-vision":
@@ -79,8 +77,18 @@ def apply_mode(model: nn.Module, mode: str, lora: LoraSettings | None = None) ->
         model.projector.requires_grad_(True)
         for m in _last_layer_modules(model):
             m.requires_grad_(True)
+    _train_new_modules(model)
     _freeze_unused(model)
     return model
+
+
+def _train_new_modules(model: nn.Module) -> None:
+    """OFT's modules that a pretrained checkpoint lacks (action head, proprio projector, slot queries) train
+    in full in every mode, as OFT trains them beside LoRA."""
+    for name in NEW_MODULES:
+        module = getattr(model, name, None)
+        if module is not None:
+            module.requires_grad_(True)
 
 
 def _freeze_unused(model: nn.Module) -> None:
