@@ -39,6 +39,11 @@ class VisionBackboneConfig:
     def num_prefix_tokens(self) -> int:
         return 1 + self.num_registers if self.kind == "dinov2" else 0
 
+    @property
+    def blocks_run(self) -> int:
+        """Blocks up to and including the feature block; later ones are never run."""
+        return self.feature_layer % self.depth + 1
+
 
 @dataclass
 class VLAConfig:
@@ -61,6 +66,7 @@ class VLAConfig:
     action_queries: str = "zeros"  # slot inputs: "zeros" (OFT) or "learned" (one embedding per slot, as ACT)
     action_head: str = "tokens"  # "tokens" (discrete bins, LM head) or "l1" (MLP-ResNet regression)
     proprio_dim: int = 0  # >0 adds a proprio projector token after the image patches
+    film: bool = False  # OFT+: every ViT block run is modulated by the instruction (x * (1 + gamma) + beta)
     num_images: int = 1  # cameras stacked on channels (primary first), 256 more patches each at 224px
     norm_stats: dict[str, Any] = field(default_factory=dict)
 

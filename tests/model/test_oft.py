@@ -122,3 +122,43 @@ def test_missing_extra_inputs_are_clear_errors():
     cfg.action_queries = "random"
     with pytest.raises(ValueError, match="unknown action_queries"):
         VLA(cfg)
+
+
+def test_film_conditions_vision_on_the_instruction_and_is_the_plain_block_when_zero(tmp_path):
+    cfg = get_preset("tiny")
+    for v in cfg.vision:
+        v.image_size = 56
+    cfg.action_dim, cfg.action_chunk, cfg.parallel_decoding, cfg.action_head = 4, 2, True, "l1"
+    plain = VLA.create(cfg, TASKS, seed=0).eval()
+    cfg.film = True
+    vla = VLA.create(cfg, TASKS, seed=0).eval()
+    vla.load_state_dict(plain.state_dict(), strict=False)  # same weights; FiLM's own come on top
+    pixels = torch.randn(2, 6, 56, 56)
+    lang = torch.randn(2, cfg.llm_dim)
+    with torch.no_grad():
+        for p in vla.film.parameters():
+            p.zero_()  # gamma = beta = 0: FiLM's block must be transformers' block, exactly
+        torch.testing.assert_close(vla.embed_images(pixels, lang), plain.embed_images(pixels), rtol=0, atol=1e-6)
+        for block in (b for vit in vla.film.vits for b in vit):
+            torch.nn.init.normal_(block.scale.weight, std=0.5)
+            torch.nn.init.normal_(block.shift.weight, std=0.5)
+        a, b = vla.embed_images(pixels, lang), vla.embed_images(pixels, lang.flip(0))
+        assert (a[0] - b[0]).abs().max() > 1e-3  # another instruction, other visual features
+    assert len(vla.film.vits) == 2 and len(vla.film.vits[0]) == cfg.vision[0].blocks_run
+    # it trains (the loss falls), predicts per instruction, and reloads the same
+    cfg2 = _oft_model("l1", chunk=2).config  # with proprio and a wrist camera
+    cfg2.film = True
+    model = VLA.create(cfg2, TASKS, seed=0)
+    frames, batch = _data(model)
+    inputs, first, last = _fit(model, batch, steps=40)
+    assert last < 0.5 * first
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.film.parameters())
+    model.eval()
+    ids, mask = model.pack_prompts([model.processor.tokenize(f["instruction"]) for f in frames])
+    out = model.parallel_decode(ids, batch["pixel_values"], mask, batch["proprio"])
+    again = VLA.from_pretrained(model.save_pretrained(tmp_path / "film")).eval()
+    torch.testing.assert_close(again.parallel_decode(ids, batch["pixel_values"], mask, batch["proprio"]), out)
+    cfg3 = get_preset("tiny")
+    cfg3.film = True
+    with pytest.raises(ValueError, match="film needs parallel_decoding"):
+        VLA(cfg3)

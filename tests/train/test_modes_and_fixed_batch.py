@@ -64,10 +64,11 @@ def test_modes_train_only_their_parts():
 def test_oft_modules_train_in_every_mode(mode):
     cfg = get_preset("tiny")
     cfg.action_chunk, cfg.parallel_decoding, cfg.action_head = 2, True, "l1"
-    cfg.proprio_dim, cfg.action_queries = 3, "learned"
+    cfg.proprio_dim, cfg.action_queries, cfg.film = 3, "learned", True
     names = _trainable_names(apply_mode(VLA.create(cfg, TASKS, seed=0), mode))
-    for module in ("action_head.", "proprio_projector.", "action_queries"):
-        assert any(module in n and "lora_" not in n for n in names), (mode, module)
+    for module in ("action_head.", "proprio_projector.", "action_queries", "film."):
+        trained = [n for n in names if module in n]
+        assert trained and not any("lora_" in n for n in trained), (mode, module)  # in full, not adapted
 
 
 def test_lora_wraps_every_used_linear_and_nothing_else():

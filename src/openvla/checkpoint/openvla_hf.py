@@ -97,6 +97,10 @@ def load_openvla_hf(directory: Path, dtype: torch.dtype | None = None):
     return instantiate(config, state, load_tokenizer(directory), dtype=dtype, source=str(directory))
 
 
+OFT_FIELDS = ("action_chunk", "parallel_decoding", "action_queries", "action_head", "proprio_dim", "num_images",
+              "film")
+
+
 def hf_config_for(config: VLAConfig) -> dict[str, Any]:
     """A released-style config.json for our config (full text_config; timm_model_kwargs for custom sizes)."""
     kinds = [v.kind for v in config.vision]
@@ -107,6 +111,11 @@ def hf_config_for(config: VLAConfig) -> dict[str, Any]:
                          f"{kinds} and {config.llm.get('model_type')}")
     if any(v.patch_size != 14 for v in config.vision):
         raise ValueError("the OpenVLA layout assumes patch size 14")
+    default = VLAConfig(name="", vision=[], llm={})
+    oft = [k for k in OFT_FIELDS if getattr(config, k) != getattr(default, k)]
+    if oft:
+        raise ValueError(f"the OpenVLA layout holds single-step token models; this one sets {oft} "
+                         "(OFT): save it with save_pretrained")
     backbone_id = ids[tuple(kinds)]
     timm = BACKBONES[backbone_id]
     kwargs = [{"embed_dim": v.hidden_size, "depth": v.depth, "num_heads": v.num_heads} for v in config.vision]

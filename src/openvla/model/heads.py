@@ -1,4 +1,4 @@
-"""OpenVLA-OFT's extra modules: the MLP-ResNet L1 action head and the proprio projector."""
+"""OpenVLA-OFT's extra modules: the MLP-ResNet L1 action head, the proprio projector and FiLM."""
 
 from __future__ import annotations
 
@@ -61,3 +61,29 @@ class ProprioProjector(nn.Module):
 
     def forward(self, proprio: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act_fn1(self.fc1(proprio)))
+
+
+class FiLMBlock(nn.Module):
+    """gamma and beta of one ViT block from the language embedding: two Linear(llm_dim -> width)."""
+
+    def __init__(self, llm_dim: int, width: int) -> None:
+        super().__init__()
+        self.scale = nn.Linear(llm_dim, width)
+        self.shift = nn.Linear(llm_dim, width)
+
+    def forward(self, language: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.scale(language), self.shift(language)
+
+
+class VisionFiLM(nn.Module):
+    """OFT+ FiLM: one ``FiLMBlock`` per ViT block that runs, for each ViT of the tower."""
+
+    def __init__(self, llm_dim: int, vits: list[tuple[int, int]]) -> None:
+        """``vits``: (width, blocks run) of each ViT."""
+        super().__init__()
+        self.vits = nn.ModuleList(nn.ModuleList(FiLMBlock(llm_dim, width) for _ in range(blocks))
+                                  for width, blocks in vits)
+
+    def forward(self, language: torch.Tensor) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+        """[B, llm_dim] -> (gamma, beta) [B, width] for each block of each ViT."""
+        return [[block(language) for block in blocks] for blocks in self.vits]

@@ -62,21 +62,40 @@ class VisionBackbone(nn.Module):
     def in_channels(self) -> int:
         return 3 * len(self.configs)
 
-    def _features(self, vit: nn.Module, cfg: VisionBackboneConfig, pixels: torch.Tensor) -> torch.Tensor:
+    def _features(self, vit: nn.Module, cfg: VisionBackboneConfig, pixels: torch.Tensor,
+                  film: list[tuple[torch.Tensor, torch.Tensor]] | None) -> torch.Tensor:
         layers = _layers(vit)
-        stop = cfg.feature_layer % cfg.depth + 1  # blocks after the feature block are never run
         hidden = vit.embeddings(pixels)
-        for layer in layers[:stop]:
+        for i, layer in enumerate(layers[:cfg.blocks_run]):
+            if film is not None:
+                hidden = film_layer(layer, hidden, *film[i])
+                continue
             hidden = layer(hidden, None)
             if isinstance(hidden, tuple):
                 hidden = hidden[0]
         return hidden[:, cfg.num_prefix_tokens:]
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def forward(self, pixel_values: torch.Tensor,
+                film: list[list[tuple[torch.Tensor, torch.Tensor]]] | None = None) -> torch.Tensor:
+        """Fused patch features; ``film`` (OFT+): (gamma, beta) [B, width] per block run, per ViT."""
         if pixel_values.shape[1] != self.in_channels:
             raise ValueError(f"pixel_values must have {self.in_channels} channels (3 per backbone), "
                              f"got shape {tuple(pixel_values.shape)}")
-        feats = [self._features(self.featurizer, self.configs[0], pixel_values[:, :3])]
-        if self.fused_featurizer is not None:
-            feats.append(self._features(self.fused_featurizer, self.configs[1], pixel_values[:, 3:6]))
+        vits = [self.featurizer] + ([self.fused_featurizer] if self.fused_featurizer is not None else [])
+        feats = [self._features(vit, cfg, pixel_values[:, 3 * i:3 * i + 3], None if film is None else film[i])
+                 for i, (vit, cfg) in enumerate(zip(vits, self.configs, strict=True))]
         return torch.cat(feats, dim=-1)
+
+
+def film_layer(layer: nn.Module, x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """One transformers ViT block (DINOv2 or SigLIP) with OFT's FiLM between its two residual branches:
+    x += attn(norm1(x)); x = x * (1 + gamma) + beta; x += mlp(norm2(x)) (layer scales where DINOv2 has them)."""
+    dino = hasattr(layer, "layer_scale1")
+    norm1, attention, norm2 = ((layer.norm1, layer.attention, layer.norm2) if dino
+                               else (layer.layer_norm1, layer.self_attn, layer.layer_norm2))
+    h = attention(norm1(x), attention_mask=None)
+    h = h[0] if isinstance(h, tuple) else h
+    x = x + (layer.layer_scale1(h) if dino else h)
+    x = x * (1 + gamma[:, None]) + beta[:, None]
+    h = layer.mlp(norm2(x))
+    return x + (layer.layer_scale2(h) if dino else h)

@@ -14,7 +14,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from openvla.config import VLAConfig
 from openvla.model.action_tokenizer import ActionTokenizer
 from openvla.model.decoding import greedy_decode, supports_static_decoding
-from openvla.model.heads import L1RegressionActionHead, ProprioProjector
+from openvla.model.heads import L1RegressionActionHead, ProprioProjector, VisionFiLM
 from openvla.model.processor import ImageLike, VLAProcessor
 from openvla.model.projector import Projector
 from openvla.model.vision import VisionBackbone
@@ -69,6 +69,11 @@ class VLA(nn.Module):
         self.language_model = build_llm(config.llm)
         self.proprio_projector = ProprioProjector(config.proprio_dim, config.llm_dim) if config.proprio_dim else None
         self.action_queries = self._make_action_queries(config)
+        self.film = None
+        if config.film:
+            if not config.parallel_decoding:
+                raise ValueError("film needs parallel_decoding (the instruction must be whole before decoding)")
+            self.film = VisionFiLM(config.llm_dim, [(v.hidden_size, v.blocks_run) for v in config.vision])
         if config.action_head == "l1":
             if not config.parallel_decoding:
                 raise ValueError("action_head 'l1' needs parallel_decoding: the head reads all slots at once")
@@ -137,8 +142,9 @@ class VLA(nn.Module):
         return self
 
     # --------------------------------------------------------------------------------------- forward
-    def embed_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """[B, C * num_images, S, S] -> projected patch embeddings [B, num_images * N, llm_dim]."""
+    def embed_images(self, pixel_values: torch.Tensor, language: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, C * num_images, S, S] -> projected patch embeddings [B, num_images * N, llm_dim]; ``language``
+        [B, llm_dim] conditions the ViTs of a FiLM model."""
         dtype = self.projector.fc1.weight.dtype
         b, c, s1, s2 = pixel_values.shape
         n_img = self.config.num_images
@@ -147,12 +153,28 @@ class VLA(nn.Module):
             raise ValueError(f"pixel_values must have {per_image * n_img} channels ({n_img} image(s) x "
                              f"{per_image}), got shape {tuple(pixel_values.shape)}")
         pixels = pixel_values.to(dtype).reshape(b * n_img, per_image, s1, s2)  # cameras share one pass
-        patches = self.projector(self.vision_backbone(pixels))
+        film = None
+        if self.film is not None:
+            if language is None:
+                raise ValueError("this FiLM model conditions its vision tower on the instruction; pass language")
+            film = self.film(language.to(dtype).repeat_interleave(n_img, dim=0))
+        patches = self.projector(self.vision_backbone(pixels, film))
         return patches.reshape(b, -1, patches.shape[-1])
 
-    def prefix_embeddings(self, pixel_values: torch.Tensor, proprio: torch.Tensor | None) -> torch.Tensor:
+    def language_embedding(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                           slots: torch.Tensor | None) -> torch.Tensor:
+        """FiLM's condition: the mean input embedding of every prompt token (not padding, not action slots)."""
+        embeds = self.language_model.get_input_embeddings()(input_ids)
+        keep = torch.ones_like(input_ids, dtype=torch.bool) if slots is None else ~slots
+        if attention_mask is not None:
+            keep = keep & attention_mask.bool()
+        weights = keep[..., None].to(embeds.dtype)
+        return (embeds * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+    def prefix_embeddings(self, pixel_values: torch.Tensor, proprio: torch.Tensor | None,
+                          language: torch.Tensor | None = None) -> torch.Tensor:
         """Everything spliced after BOS: image patches, then (OFT) the proprio token."""
-        prefix = self.embed_images(pixel_values)
+        prefix = self.embed_images(pixel_values, language)
         if self.proprio_projector is not None:
             if proprio is None:
                 raise ValueError(f"this model takes a {self.config.proprio_dim}-D proprio state; pass proprio")
@@ -206,8 +228,9 @@ class VLA(nn.Module):
             raise ValueError(f"batch sizes differ: input_ids {input_ids.shape[0]}, "
                              f"pixel_values {pixel_values.shape[0]}")
         cfg = self.config
-        prefix = self.prefix_embeddings(pixel_values, proprio)
         slots = labels > self.action_tokenizer.begin_idx if (cfg.parallel_decoding and labels is not None) else None
+        language = self.language_embedding(input_ids, attention_mask, slots) if self.film is not None else None
+        prefix = self.prefix_embeddings(pixel_values, proprio, language)
         embeds, mask, full_labels = self._splice(input_ids, prefix, attention_mask, labels, slots)
         if cfg.parallel_decoding:
             mask = self._bidirectional_mask(mask, embeds)
@@ -303,7 +326,9 @@ class VLA(nn.Module):
         mask = None
         if attention_mask is not None:
             mask = torch.cat([attention_mask, attention_mask.new_ones((b, n_slots + 1))], dim=1).to(device)
-        prefix = self.prefix_embeddings(pixel_values.to(device), None if proprio is None else proprio.to(device))
+        language = self.language_embedding(ids, mask, slots) if self.film is not None else None
+        prefix = self.prefix_embeddings(pixel_values.to(device), None if proprio is None else proprio.to(device),
+                                        language)
         embeds, mask, _ = self._splice(ids, prefix, mask, None, slots)
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0) if mask is not None else None
         bidirectional = self._bidirectional_mask(mask, embeds)

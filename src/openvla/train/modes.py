@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from torch import nn
 
 MODES = ("full", "lora", "frozen-vision", "last-layer", "sandwich")
-NEW_MODULES = ("action_head", "proprio_projector", "action_queries")
+NEW_MODULES = ("action_head", "proprio_projector", "action_queries", "film")
 
 
 @dataclass
@@ -38,15 +38,16 @@ def unused_module_prefixes(model: nn.Module) -> list[str]:
         if vit is None:
             continue
         layers = "encoder.layer" if hasattr(vit.encoder, "layer") else "encoder.layers"
-        first_unused = cfg.feature_layer % cfg.depth + 1
+        first_unused = cfg.blocks_run
         prefixes += [f"vision_backbone.{attr}.{layers}.{i}." for i in range(first_unused, cfg.depth)]
         prefixes += [f"vision_backbone.{attr}.{n}" for n in ("layernorm.", "post_layernorm.", "head.")]
     return prefixes
 
 
 def lora_targets(model: nn.Module) -> list[str]:
-    """Every nn.Linear the forward pass uses (LLM incl. lm_head, projector, ViT blocks up to the feature block)."""
-    skip = tuple(unused_module_prefixes(model))
+    """Every nn.Linear the forward pass uses (LLM incl. lm_head, projector, ViT blocks up to the feature block),
+    except OFT's new modules, which train in full."""
+    skip = tuple(unused_module_prefixes(model)) + tuple(f"{name}." for name in NEW_MODULES)
     return [name for name, m in model.named_modules()
             if isinstance(m, nn.Linear) and not (name + ".").startswith(skip)]
 
@@ -83,8 +84,8 @@ def apply_mode(model: nn.Module, mode: str, lora: LoraSettings | None = None) ->
 
 
 def _train_new_modules(model: nn.Module) -> None:
-    """OFT's modules that a pretrained checkpoint lacks (action head, proprio projector, slot queries) train
-    in full in every mode, as OFT trains them beside LoRA."""
+    """OFT's modules that a pretrained checkpoint lacks (action head, proprio projector, slot queries, FiLM)
+    train in full in every mode, as OFT trains them beside LoRA."""
     for name in NEW_MODULES:
         module = getattr(model, name, None)
         if module is not None:
