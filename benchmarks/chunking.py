@@ -77,7 +77,7 @@ def main() -> None:
     print(f"\nProtocol: `openvla demo` recipe: {', '.join(cfg.tasks)}; {cfg.episodes_per_task} demos/task; small "
           f"preset from scratch, {args.steps} steps x batch {cfg.batch_size}; {args.episodes} held-out episodes "
           f"per task (seed {cfg.eval_seed}, 'eval' split), at most 500 steps.")
-    tasks = [t["task"] for t in rows[0][2]["per_task"]]
+    tasks = [t["task"] for t in rows[0][3]["per_task"]]
     print("| model | training seed | actions per call | " + " | ".join(tasks) + " | overall | s per episode |")
     print("| --- | ---: | ---: | " + " | ".join("---:" for _ in tasks) + " | ---: | ---: |")
     for label, seed, k, info in rows:
