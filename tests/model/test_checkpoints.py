@@ -117,8 +117,8 @@ def test_sharded_checkpoint_loads(tiny_reference_dir, tmp_path):
     torch.testing.assert_close(_outputs(a, pixels, ids), _outputs(b, pixels, ids), atol=0, rtol=0)
 
 
-def test_oft_models_refuse_the_released_layout(tiny_vla, tmp_path):
-    tiny_vla.config.action_chunk = 4
+def test_oft_models_refuse_the_released_layout(tiny_vla, tmp_path, monkeypatch):
+    monkeypatch.setattr(tiny_vla.config, "action_chunk", 4)  # the fixture is shared: undone after the test
     with pytest.raises(ValueError, match=r"sets \['action_chunk'\].*save_pretrained"):
         export_openvla(tiny_vla, tmp_path / "exported")
     assert not (tmp_path / "exported" / "model.safetensors").exists()
