@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import (
     Dinov2WithRegistersConfig,
@@ -64,15 +65,9 @@ class VisionBackbone(nn.Module):
 
     def _features(self, vit: nn.Module, cfg: VisionBackboneConfig, pixels: torch.Tensor,
                   film: list[tuple[torch.Tensor, torch.Tensor]] | None) -> torch.Tensor:
-        layers = _layers(vit)
         hidden = vit.embeddings(pixels)
-        for i, layer in enumerate(layers[:cfg.blocks_run]):
-            if film is not None:
-                hidden = film_layer(layer, hidden, *film[i])
-                continue
-            hidden = layer(hidden, None)
-            if isinstance(hidden, tuple):
-                hidden = hidden[0]
+        for i, layer in enumerate(_layers(vit)[:cfg.blocks_run]):
+            hidden = vit_block(layer, hidden, *(film[i] if film is not None else (None, None)))
         return hidden[:, cfg.num_prefix_tokens:]
 
     def forward(self, pixel_values: torch.Tensor,
@@ -87,15 +82,33 @@ class VisionBackbone(nn.Module):
         return torch.cat(feats, dim=-1)
 
 
-def film_layer(layer: nn.Module, x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    """One transformers ViT block (DINOv2 or SigLIP) with OFT's FiLM between its two residual branches:
-    x += attn(norm1(x)); x = x * (1 + gamma) + beta; x += mlp(norm2(x)) (layer scales where DINOv2 has them)."""
+def _attention(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Bidirectional multi-head attention through the module's own projections (DINOv2: o_proj, scaling;
+    SigLIP: out_proj, scale)."""
+    b, n, _ = x.shape
+    q = attn.q_proj(x).view(b, n, -1, attn.head_dim).transpose(1, 2)
+    k = attn.k_proj(x).view(b, n, -1, attn.head_dim).transpose(1, 2)
+    v = attn.v_proj(x).view(b, n, -1, attn.head_dim).transpose(1, 2)
+    dropout = attn.attention_dropout if hasattr(attn, "attention_dropout") else attn.dropout
+    out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout if attn.training else 0.0,
+                                         scale=attn.scaling if hasattr(attn, "scaling") else attn.scale)
+    out = out.transpose(1, 2).reshape(b, n, -1)
+    return attn.o_proj(out) if hasattr(attn, "o_proj") else attn.out_proj(out)
+
+
+def vit_block(layer: nn.Module, x: torch.Tensor, gamma: torch.Tensor | None = None,
+              beta: torch.Tensor | None = None) -> torch.Tensor:
+    """One transformers ViT block (DINOv2 or SigLIP) written out as its operations, through its own modules:
+    x += attn(norm1(x)); x += mlp(norm2(x)), with DINOv2's layer scales. It computes what the block's forward
+    does without the attention dispatch around it (the block is most of the vision tower's time at small
+    sizes). With ``gamma``/``beta`` [B, width], OFT's FiLM sits between the residuals: x = x * (1 + gamma) + beta.
+    """
     dino = hasattr(layer, "layer_scale1")
     norm1, attention, norm2 = ((layer.norm1, layer.attention, layer.norm2) if dino
                                else (layer.layer_norm1, layer.self_attn, layer.layer_norm2))
-    h = attention(norm1(x), attention_mask=None)
-    h = h[0] if isinstance(h, tuple) else h
-    x = x + (layer.layer_scale1(h) if dino else h)
-    x = x * (1 + gamma[:, None]) + beta[:, None]
+    h = _attention(attention, norm1(x))
+    x = x + (h * layer.layer_scale1.lambda1 if dino else h)
+    if gamma is not None:
+        x = x * (1 + gamma[:, None]) + beta[:, None]
     h = layer.mlp(norm2(x))
-    return x + (layer.layer_scale2(h) if dino else h)
+    return x + (h * layer.layer_scale2.lambda1 if dino else h)

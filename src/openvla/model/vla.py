@@ -13,7 +13,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from openvla.config import VLAConfig
 from openvla.model.action_tokenizer import ActionTokenizer
-from openvla.model.decoding import greedy_decode, supports_static_decoding
+from openvla.model.decoding import bidirectional_hidden, compiled, greedy_decode, supports_static_decoding
 from openvla.model.heads import L1RegressionActionHead, ProprioProjector, VisionFiLM
 from openvla.model.processor import ImageLike, VLAProcessor
 from openvla.model.projector import Projector
@@ -330,15 +330,18 @@ class VLA(nn.Module):
         prefix = self.prefix_embeddings(pixel_values.to(device), None if proprio is None else proprio.to(device),
                                         language)
         embeds, mask, _ = self._splice(ids, prefix, mask, None, slots)
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0) if mask is not None else None
-        bidirectional = self._bidirectional_mask(mask, embeds)
+        lm = self.language_model
+        if supports_static_decoding(lm):
+            run = compiled(bidirectional_hidden, True) if self.compiled_inference else bidirectional_hidden
+            hidden = run(lm, embeds, mask, keep_last=n_slots + 2)
+        else:
+            position_ids = (mask.cumsum(-1) - 1).clamp(min=0) if mask is not None else None
+            hidden = lm.model(inputs_embeds=embeds, attention_mask=self._bidirectional_mask(mask, embeds),
+                              position_ids=position_ids, use_cache=False).last_hidden_state
+        hidden = hidden[:, -2 - n_slots:-2]  # the position before each slot predicts it (OFT's alignment)
         if cfg.action_head == "l1":
-            hidden = self.language_model.model(inputs_embeds=embeds, attention_mask=bidirectional,
-                                               position_ids=position_ids, use_cache=False).last_hidden_state
-            return self.action_head(self._slot_hidden(hidden, slots)).float().clamp(-1, 1).cpu()
-        out = self.language_model(inputs_embeds=embeds, attention_mask=bidirectional, position_ids=position_ids,
-                                  use_cache=False)
-        logits = out.logits[:, -2 - n_slots:-2]  # the position before each slot predicts it
+            return self.action_head(hidden).float().clamp(-1, 1).cpu()
+        logits = lm.lm_head(hidden)
         normalized = self.action_tokenizer.decode(logits.argmax(-1))
         return torch.from_numpy(normalized).reshape(b, cfg.action_chunk, cfg.action_dim)
 
