@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from openvla.model.ops import linear
+
 SUPPORTED_LAYERS = ("LlamaDecoderLayer", "MistralDecoderLayer", "Qwen2DecoderLayer")
 
 
@@ -62,8 +64,7 @@ def check_window(lm: nn.Module, length: int) -> None:
 
 def rms_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """transformers' RMSNorm: normalised in float32, scaled in the input dtype."""
-    h = x.float()
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+    h = F.rms_norm(x.float(), x.shape[-1:], eps=norm.variance_epsilon)
     return norm.weight * h.to(x.dtype)
 
 
@@ -88,9 +89,9 @@ def run_layers(lm: nn.Module, hidden: torch.Tensor, cos: torch.Tensor, sin: torc
     for i, layer in enumerate(layers):
         attn, mlp = layer.self_attn, layer.mlp
         x = rms_norm(layer.input_layernorm, hidden)
-        q = attn.q_proj(x).view(b, q_len, -1, attn.head_dim).transpose(1, 2)
-        k = attn.k_proj(x).view(b, q_len, -1, attn.head_dim).transpose(1, 2)
-        v = attn.v_proj(x).view(b, q_len, -1, attn.head_dim).transpose(1, 2)
+        q = linear(attn.q_proj, x).view(b, q_len, -1, attn.head_dim).transpose(1, 2)
+        k = linear(attn.k_proj, x).view(b, q_len, -1, attn.head_dim).transpose(1, 2)
+        v = linear(attn.v_proj, x).view(b, q_len, -1, attn.head_dim).transpose(1, 2)
         q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
         if cache is not None:
             k, v = cache.update(k, v, i, slots)
@@ -99,9 +100,9 @@ def run_layers(lm: nn.Module, hidden: torch.Tensor, cos: torch.Tensor, sin: torc
             mask = mask[:, :, -keep_last:] if mask.shape[2] > 1 else mask
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scaling,
                                              enable_gqa=q.shape[1] != k.shape[1])
-        hidden = hidden + attn.o_proj(out.transpose(1, 2).reshape(b, q_len, -1))
+        hidden = hidden + linear(attn.o_proj, out.transpose(1, 2).reshape(b, q_len, -1))
         x = rms_norm(layer.post_attention_layernorm, hidden)
-        hidden = hidden + mlp.down_proj(mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x))
+        hidden = hidden + linear(mlp.down_proj, mlp.act_fn(linear(mlp.gate_proj, x)) * linear(mlp.up_proj, x))
     return hidden
 
 
@@ -110,7 +111,7 @@ def decode_step(lm: nn.Module, cache: StaticKVCache, hidden: torch.Tensor, cos: 
     """Run ``hidden`` [B, Q, H] through the decoder, caching its keys/values at ``slots``; the greedy next id
     of each row [B]."""
     hidden = run_layers(lm, hidden, cos, sin, mask, cache, slots, keep_last=1)
-    return lm.lm_head(rms_norm(lm.model.norm, hidden[:, -1])).argmax(-1)
+    return linear(lm.lm_head, rms_norm(lm.model.norm, hidden[:, -1])).argmax(-1)
 
 
 def bidirectional_hidden(lm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor | None,

@@ -13,6 +13,7 @@ from transformers import (
 )
 
 from openvla.config import VisionBackboneConfig
+from openvla.model.ops import layer_norm, linear
 
 
 def build_vit(cfg: VisionBackboneConfig) -> nn.Module:
@@ -67,7 +68,13 @@ class VisionBackbone(nn.Module):
                   film: list[tuple[torch.Tensor, torch.Tensor]] | None) -> torch.Tensor:
         hidden = _embeddings(vit, pixels)
         for i, layer in enumerate(_layers(vit)[:cfg.blocks_run]):
-            hidden = vit_block(layer, hidden, *(film[i] if film is not None else (None, None)))
+            if film is not None:
+                hidden = vit_block(layer, hidden, *film[i])
+            elif torch.is_grad_enabled():  # training: through the block's __call__, where FSDP's hooks run
+                hidden = layer(hidden, None)
+                hidden = hidden[0] if isinstance(hidden, tuple) else hidden  # transformers < 4.54
+            else:
+                hidden = vit_block(layer, hidden)
         return hidden[:, cfg.num_prefix_tokens:]
 
     def forward(self, pixel_values: torch.Tensor,
@@ -107,14 +114,14 @@ def _attention(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Bidirectional multi-head attention through the module's own projections (DINOv2: o_proj, scaling;
     SigLIP: out_proj, scale)."""
     b, n, _ = x.shape
-    q = attn.q_proj(x).view(b, n, -1, attn.head_dim).transpose(1, 2)
-    k = attn.k_proj(x).view(b, n, -1, attn.head_dim).transpose(1, 2)
-    v = attn.v_proj(x).view(b, n, -1, attn.head_dim).transpose(1, 2)
+    q = linear(attn.q_proj, x).view(b, n, -1, attn.head_dim).transpose(1, 2)
+    k = linear(attn.k_proj, x).view(b, n, -1, attn.head_dim).transpose(1, 2)
+    v = linear(attn.v_proj, x).view(b, n, -1, attn.head_dim).transpose(1, 2)
     dropout = attn.attention_dropout if hasattr(attn, "attention_dropout") else attn.dropout
     out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout if attn.training else 0.0,
                                          scale=attn.scaling if hasattr(attn, "scaling") else attn.scale)
     out = out.transpose(1, 2).reshape(b, n, -1)
-    return attn.o_proj(out) if hasattr(attn, "o_proj") else attn.out_proj(out)
+    return linear(attn.o_proj if hasattr(attn, "o_proj") else attn.out_proj, out)
 
 
 def vit_block(layer: nn.Module, x: torch.Tensor, gamma: torch.Tensor | None = None,
@@ -127,9 +134,10 @@ def vit_block(layer: nn.Module, x: torch.Tensor, gamma: torch.Tensor | None = No
     dino = hasattr(layer, "layer_scale1")
     norm1, attention, norm2 = ((layer.norm1, layer.attention, layer.norm2) if dino
                                else (layer.layer_norm1, layer.self_attn, layer.layer_norm2))
-    h = _attention(attention, norm1(x))
+    h = _attention(attention, layer_norm(norm1, x))
     x = x + (h * layer.layer_scale1.lambda1 if dino else h)
     if gamma is not None:
         x = x * (1 + gamma[:, None]) + beta[:, None]
-    h = layer.mlp(norm2(x))
+    mlp = layer.mlp
+    h = linear(mlp.fc2, mlp.activation_fn(linear(mlp.fc1, layer_norm(norm2, x))))
     return x + (h * layer.layer_scale2.lambda1 if dino else h)

@@ -134,8 +134,9 @@ class VLA(nn.Module):
         return self.projector.fc1.weight.device
 
     def compile_inference(self) -> VLA:
-        """Run the vision tower, projector and each decode step through ``torch.compile`` (the prefill, whose
-        length varies with the prompt, stays eager). The first calls compile (tens of seconds on a CPU)."""
+        """Run the vision tower, projector, the prefill or parallel pass (dynamic shapes: the prompt's length
+        varies) and each decode step (static shapes) through ``torch.compile``. The first calls compile (tens
+        of seconds on a CPU)."""
         self.vision_backbone.compile(dynamic=False)
         self.projector.compile(dynamic=False)
         self.compiled_inference = True
