@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from openvla import VLA, get_preset
+from openvla.model.decoding import supports_static_decoding
 from openvla.train.batching import Collator, SampleBuilder
 from openvla.train.config import TrainConfig
 from openvla.train.merge import merge_adapter
@@ -121,6 +122,12 @@ def test_lora_merge_equals_base_plus_adapter(tmp_path):
         got = merged(input_ids=batch["input_ids"], pixel_values=batch["pixel_values"],
                      attention_mask=batch["attention_mask"]).logits
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    # the fast decoding path calls the LoRA-wrapped projections: the adapter's actions are the merged model's
+    wrapped = model.get_base_model()
+    assert supports_static_decoding(wrapped.language_model)
+    ids, mask = wrapped.pack_prompts([wrapped.processor.tokenize(t) for t in TASKS])
+    pixels = batch["pixel_values"][:len(TASKS)]
+    assert torch.equal(wrapped.generate_action_ids(ids, pixels, mask, 7), merged.generate_action_ids(ids, pixels, mask, 7))
     assert not torch.allclose(got, VLA.from_pretrained(tmp_path / "base")(
         input_ids=batch["input_ids"], pixel_values=batch["pixel_values"],
         attention_mask=batch["attention_mask"]).logits, atol=1e-3)
