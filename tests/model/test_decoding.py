@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from openvla.model.decoding import bidirectional_hidden, greedy_decode
+from openvla.model.decoding import bidirectional_hidden, compiled, greedy_decode
 
 
 def _lm(kv_heads: int = 2) -> LlamaForCausalLM:
@@ -51,6 +51,13 @@ def test_compiled_decoding_emits_the_eager_ids():
         assert torch.equal(greedy_decode(lm, embeds, None, 5, compile=True), eager)
         shorter = embeds[:, :6]  # another prompt length reuses the dynamic prefill graph
         assert torch.equal(greedy_decode(lm, shorter, None, 5, compile=True), greedy_decode(lm, shorter, None, 5))
+        # OFT's parallel pass, compiled as VLA.compile_inference runs it (dynamic length, padding, last rows)
+        mask = torch.ones(2, 8, dtype=torch.long)
+        mask[0, 1:3] = 0
+        fast = compiled(bidirectional_hidden, True)
+        for length in (8, 7):
+            torch.testing.assert_close(fast(lm, embeds[:, :length], mask[:, :length], keep_last=4),
+                                       bidirectional_hidden(lm, embeds[:, :length], mask[:, :length], keep_last=4))
 
 
 def _qwen2() -> torch.nn.Module:
