@@ -122,6 +122,9 @@ def main() -> None:
     oft = build(args.preset, dev, dtype, action_chunk=8, parallel_decoding=True, action_head="l1")
     record("(c) parallel decoding, chunk 8, L1 head", lambda: oft.parallel_decode(ids1, pix1, mask1), 1, 8)
     record("(c) parallel decoding, chunk 8, L1 head", lambda: oft.parallel_decode(ids8, pix8, mask8), 8, 8)
+    diffusion = build(args.preset, dev, dtype, action_chunk=8, parallel_decoding=True, action_head="diffusion")
+    record(f"(c) parallel decoding, chunk 8, diffusion head ({diffusion.config.diffusion_steps} DDIM passes)",
+           lambda: diffusion.parallel_decode(ids1, pix1, mask1), 1, 8)
     oft_fast = copy.deepcopy(oft).compile_inference()
     record("(c) parallel decoding + torch.compile", lambda: oft_fast.parallel_decode(ids1, pix1, mask1), 1, 8)
     reference = vla.generate_action_ids(ids8, pix8, mask8, dim)

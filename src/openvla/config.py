@@ -64,7 +64,8 @@ class VLAConfig:
     action_chunk: int = 1  # future actions predicted per call
     parallel_decoding: bool = False  # one bidirectional pass over zero-embedded action slots
     action_queries: str = "zeros"  # slot inputs: "zeros" (OFT) or "learned" (one embedding per slot, as ACT)
-    action_head: str = "tokens"  # "tokens" (discrete bins, LM head) or "l1" (MLP-ResNet regression)
+    action_head: str = "tokens"  # "tokens" (discrete bins, LM head), "l1" (MLP-ResNet regression), "diffusion"
+    diffusion_steps: int = 50  # diffusion head: DDIM training timesteps, and denoising passes at inference
     proprio_dim: int = 0  # >0 adds a proprio projector token after the image patches
     film: bool = False  # OFT+: every ViT block run is modulated by the instruction (x * (1 + gamma) + beta)
     num_images: int = 1  # cameras stacked on channels (primary first), 256 more patches each at 224px
@@ -84,8 +85,9 @@ class VLAConfig:
 
     @property
     def num_prefix_tokens(self) -> int:
-        """Tokens spliced after BOS: image patches of every camera, then the proprio token."""
-        return self.num_patches * self.num_images + (1 if self.proprio_dim else 0)
+        """Tokens spliced after BOS: image patches of every camera, the proprio token, the diffusion timestep."""
+        return (self.num_patches * self.num_images + (1 if self.proprio_dim else 0)
+                + (1 if self.action_head == "diffusion" else 0))
 
     @property
     def action_slots(self) -> int:

@@ -1,4 +1,5 @@
-"""OpenVLA-OFT's extra modules: the MLP-ResNet L1 action head, the proprio projector and FiLM."""
+"""OpenVLA-OFT's extra modules: the MLP-ResNet L1 and diffusion action heads, the proprio and noisy-action
+projectors and FiLM."""
 
 from __future__ import annotations
 
@@ -87,3 +88,32 @@ class VisionFiLM(nn.Module):
     def forward(self, language: torch.Tensor) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
         """[B, llm_dim] -> (gamma, beta) [B, width] for each block of each ViT."""
         return [[block(language) for block in blocks] for blocks in self.vits]
+
+
+class NoisyActionProjector(nn.Module):
+    """Each noisy scalar action of the chunk -> one LM input embedding: Linear(1 -> H) -> GELU -> Linear."""
+
+    def __init__(self, llm_dim: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(1, llm_dim)
+        self.act_fn = nn.GELU()
+        self.fc2 = nn.Linear(llm_dim, llm_dim)
+
+    def forward(self, noisy: torch.Tensor) -> torch.Tensor:
+        """[B, chunk, D] -> [B, chunk * D, H]."""
+        return self.fc2(self.act_fn(self.fc1(noisy.reshape(noisy.shape[0], -1, 1))))
+
+
+class DiffusionActionHead(nn.Module):
+    """OFT's diffusion head: the hidden states of one timestep's D slots -> the noise in its D actions, through
+    an MLP-ResNet the size of the L1 head's (the timestep reaches it through the LM's timestep token)."""
+
+    def __init__(self, llm_dim: int, action_dim: int, num_blocks: int = 2) -> None:
+        super().__init__()
+        self.action_dim = action_dim
+        self.noise_predictor = MLPResNet(num_blocks, llm_dim * action_dim, llm_dim, action_dim)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[B, chunk * D, H] -> predicted noise [B, chunk, D]."""
+        b, n, h = hidden.shape
+        return self.noise_predictor(hidden.reshape(b, n // self.action_dim, self.action_dim * h))

@@ -14,7 +14,14 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from openvla.config import VLAConfig
 from openvla.model.action_tokenizer import ActionTokenizer
 from openvla.model.decoding import bidirectional_hidden, compiled, greedy_decode, supports_static_decoding
-from openvla.model.heads import L1RegressionActionHead, ProprioProjector, VisionFiLM
+from openvla.model.diffusion import DDIMSchedule, timestep_embedding
+from openvla.model.heads import (
+    DiffusionActionHead,
+    L1RegressionActionHead,
+    NoisyActionProjector,
+    ProprioProjector,
+    VisionFiLM,
+)
 from openvla.model.processor import ImageLike, VLAProcessor
 from openvla.model.projector import Projector
 from openvla.model.vision import VisionBackbone
@@ -74,14 +81,23 @@ class VLA(nn.Module):
             if not config.parallel_decoding:
                 raise ValueError("film needs parallel_decoding (the instruction must be whole before decoding)")
             self.film = VisionFiLM(config.llm_dim, [(v.hidden_size, v.blocks_run) for v in config.vision])
+        self.noisy_action_projector = None
+        if config.action_head in ("l1", "diffusion") and not config.parallel_decoding:
+            raise ValueError(f"action_head {config.action_head!r} needs parallel_decoding: the head reads all "
+                             "slots at once")
         if config.action_head == "l1":
-            if not config.parallel_decoding:
-                raise ValueError("action_head 'l1' needs parallel_decoding: the head reads all slots at once")
             self.action_head = L1RegressionActionHead(config.llm_dim, config.action_dim)
+        elif config.action_head == "diffusion":
+            if config.action_queries != "zeros":
+                raise ValueError("the diffusion head puts the noisy actions in the slots; action_queries must be "
+                                 "'zeros'")
+            self.action_head = DiffusionActionHead(config.llm_dim, config.action_dim)
+            self.noisy_action_projector = NoisyActionProjector(config.llm_dim)
+            self.diffusion = DDIMSchedule(config.diffusion_steps)
         elif config.action_head == "tokens":
             self.action_head = None
         else:
-            raise ValueError(f"unknown action_head {config.action_head!r}; valid: tokens, l1")
+            raise ValueError(f"unknown action_head {config.action_head!r}; valid: tokens, l1, diffusion")
         self.action_tokenizer = ActionTokenizer(config.action_vocab_size, config.n_action_bins)
         self.processor = VLAProcessor(config, tokenizer)
         self.compiled_inference = False
@@ -183,17 +199,25 @@ class VLA(nn.Module):
             prefix = torch.cat([prefix, token[:, None]], dim=1)
         return prefix
 
+    @staticmethod
+    def _with_timestep(prefix: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        """The diffusion head's timestep token [B] (its sinusoidal encoding) after the rest of the prefix."""
+        token = timestep_embedding(timestep, prefix.shape[-1]).to(prefix.dtype)
+        return torch.cat([prefix, token[:, None]], dim=1)
+
     def _splice(self, input_ids: torch.Tensor, prefix: torch.Tensor, attention_mask: torch.Tensor | None,
                 labels: torch.Tensor | None, slots: torch.Tensor | None = None,
+                slot_inputs: torch.Tensor | None = None,
                 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Insert the prefix right after BOS in embeddings, mask and labels; zero the action slots (OFT), or
-        put the learned queries there."""
+        put ``slot_inputs`` [B, slots, H] (the diffusion head's noisy actions) or the learned queries there."""
         embeds = self.language_model.get_input_embeddings()(input_ids)
         if slots is not None:
             embeds = embeds * ~slots[..., None]
-            if self.action_queries is not None:
-                queries = self.action_queries.to(embeds.dtype).repeat(input_ids.shape[0], 1)
-                embeds = embeds.masked_scatter(slots[..., None], queries)
+            if slot_inputs is None and self.action_queries is not None:
+                slot_inputs = self.action_queries.expand(input_ids.shape[0], -1, -1)
+            if slot_inputs is not None:
+                embeds = embeds.masked_scatter(slots[..., None], slot_inputs.to(embeds.dtype))
         embeds = torch.cat([embeds[:, :1], prefix.to(embeds.dtype), embeds[:, 1:]], dim=1)
         b, n = prefix.shape[:2]
         if attention_mask is not None:
@@ -230,18 +254,28 @@ class VLA(nn.Module):
                              f"pixel_values {pixel_values.shape[0]}")
         cfg = self.config
         slots = labels > self.action_tokenizer.begin_idx if (cfg.parallel_decoding and labels is not None) else None
+        continuous = cfg.action_head in ("l1", "diffusion")
+        if continuous and (labels is None or actions is None):
+            raise ValueError(f"the {cfg.action_head} action head trains on labels (to find the action slots) and "
+                             "continuous `actions` [B, chunk, D]")
         language = self.language_embedding(input_ids, attention_mask, slots) if self.film is not None else None
         prefix = self.prefix_embeddings(pixel_values, proprio, language)
-        embeds, mask, full_labels = self._splice(input_ids, prefix, attention_mask, labels, slots)
+        slot_inputs = None
+        if cfg.action_head == "diffusion":  # noise the actions at a random timestep per row; predict the noise
+            clean = actions.to(prefix.device).float()
+            timestep = torch.randint(0, cfg.diffusion_steps, (clean.shape[0],), device=prefix.device)
+            noise = torch.randn_like(clean)
+            slot_inputs = self.noisy_action_projector(self.diffusion.add_noise(clean, noise, timestep).to(prefix.dtype))
+            prefix = self._with_timestep(prefix, timestep)
+        embeds, mask, full_labels = self._splice(input_ids, prefix, attention_mask, labels, slots, slot_inputs)
         if cfg.parallel_decoding:
             mask = self._bidirectional_mask(mask, embeds)
-        if cfg.action_head == "l1":  # the LM's final hidden states feed the head; no vocabulary logits
-            if labels is None or actions is None:
-                raise ValueError("the L1 action head trains on labels (to find the action slots) and "
-                                 "continuous `actions` [B, chunk, D]")
+        if continuous:  # the LM's final hidden states feed the head; no vocabulary logits
             hidden = self.language_model.model(inputs_embeds=embeds, attention_mask=mask,
                                                use_cache=False).last_hidden_state
             pred = self.action_head(self._slot_hidden(hidden, slots))
+            if cfg.action_head == "diffusion":
+                return VLAOutput(loss=(pred.float() - noise).pow(2).mean(), logits=None)
             loss = (pred.float() - actions.to(pred.device).float()).abs().mean()
             return VLAOutput(loss=loss, logits=None, action_l1=loss.detach(), predicted_actions=pred)
         out = self.language_model(inputs_embeds=embeds, attention_mask=mask, labels=full_labels, use_cache=False)
@@ -315,7 +349,8 @@ class VLA(nn.Module):
     @torch.inference_mode()
     def parallel_decode(self, input_ids: torch.Tensor, pixel_values: torch.Tensor,
                         attention_mask: torch.Tensor | None, proprio: torch.Tensor | None = None) -> torch.Tensor:
-        """OFT: one bidirectional pass over zero-embedded action slots -> normalised actions [B, chunk, D]."""
+        """OFT: one bidirectional pass over zero-embedded action slots -> normalised actions [B, chunk, D]; the
+        diffusion head makes ``diffusion_steps`` passes, denoising the actions in the slots."""
         cfg = self.config
         device = self.device
         b, n_slots = input_ids.shape[0], cfg.action_slots
@@ -330,16 +365,32 @@ class VLA(nn.Module):
         language = self.language_embedding(ids, mask, slots) if self.film is not None else None
         prefix = self.prefix_embeddings(pixel_values.to(device), None if proprio is None else proprio.to(device),
                                         language)
-        embeds, mask, _ = self._splice(ids, prefix, mask, None, slots)
         lm = self.language_model
-        if supports_static_decoding(lm):
-            run = compiled(bidirectional_hidden, True) if self.compiled_inference else bidirectional_hidden
-            hidden = run(lm, embeds, mask, keep_last=n_slots + 2)
-        else:
-            position_ids = (mask.cumsum(-1) - 1).clamp(min=0) if mask is not None else None
-            hidden = lm.model(inputs_embeds=embeds, attention_mask=self._bidirectional_mask(mask, embeds),
-                              position_ids=position_ids, use_cache=False).last_hidden_state
-        hidden = hidden[:, -2 - n_slots:-2]  # the position before each slot predicts it (OFT's alignment)
+        fast = supports_static_decoding(lm)
+        run = compiled(bidirectional_hidden, True) if (fast and self.compiled_inference) else bidirectional_hidden
+
+        def slot_states(prefix: torch.Tensor, slot_inputs: torch.Tensor | None = None) -> torch.Tensor:
+            """Final hidden states at the positions that predict each slot (the one before it, OFT's alignment)."""
+            embeds, full_mask, _ = self._splice(ids, prefix, mask, None, slots, slot_inputs)
+            if fast:
+                hidden = run(lm, embeds, full_mask, keep_last=n_slots + 2)
+            else:
+                position_ids = (full_mask.cumsum(-1) - 1).clamp(min=0) if full_mask is not None else None
+                hidden = lm.model(inputs_embeds=embeds, attention_mask=self._bidirectional_mask(full_mask, embeds),
+                                  position_ids=position_ids, use_cache=False).last_hidden_state
+            return hidden[:, -2 - n_slots:-2]
+
+        if cfg.action_head == "diffusion":  # DDIM from one fixed-seed noise: the same inputs, the same actions
+            seed = torch.Generator(device=device).manual_seed(0)
+            sample = torch.randn(cfg.action_chunk, cfg.action_dim, generator=seed, device=device).expand(b, -1, -1)
+            steps = cfg.diffusion_steps
+            for t in self.diffusion.timesteps(steps):
+                timestep = torch.full((b,), t, device=device)
+                hidden = slot_states(self._with_timestep(prefix, timestep),
+                                     self.noisy_action_projector(sample.to(prefix.dtype)))
+                sample = self.diffusion.step(self.action_head(hidden).float(), t, steps, sample)
+            return sample.clamp(-1, 1).cpu()
+        hidden = slot_states(prefix)
         if cfg.action_head == "l1":
             return self.action_head(hidden).float().clamp(-1, 1).cpu()
         logits = lm.lm_head(hidden)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from torch import nn
 
 MODES = ("full", "lora", "frozen-vision", "last-layer", "sandwich")
-NEW_MODULES = ("action_head", "proprio_projector", "action_queries", "film")
+NEW_MODULES = ("action_head", "proprio_projector", "action_queries", "film", "noisy_action_projector")
 
 
 @dataclass
@@ -28,9 +28,9 @@ def _last_layer_modules(model: nn.Module) -> list[nn.Module]:
 
 def unused_module_prefixes(model: nn.Module) -> list[str]:
     """Parameters that never see gradients: ViT blocks after the feature block, final ViT norms, the SigLIP
-    head, DINOv2's mask token, and the LM head when an L1 head makes the actions."""
+    head, DINOv2's mask token, and the LM head when a continuous head (L1, diffusion) makes the actions."""
     prefixes = ["vision_backbone.featurizer.embeddings.mask_token"]
-    if model.config.action_head == "l1":
+    if model.config.action_head in ("l1", "diffusion"):
         prefixes.append("language_model.lm_head.")
     vb = model.vision_backbone
     for attr, cfg in (("featurizer", vb.configs[0]), ("fused_featurizer", vb.configs[-1])):
