@@ -37,6 +37,12 @@ class MLPResNet(nn.Module):
         return self.fc2(self.layer_norm2(x))
 
 
+def per_timestep(hidden: torch.Tensor, action_dim: int) -> torch.Tensor:
+    """Slot hidden states [B, chunk * D, H] -> one row per timestep, its D states concatenated [B, chunk, D * H]."""
+    b, n, h = hidden.shape
+    return hidden.reshape(b, n // action_dim, action_dim * h)
+
+
 class L1RegressionActionHead(nn.Module):
     """Hidden states of one timestep's D action slots, concatenated -> D continuous actions in [-1, 1]."""
 
@@ -47,8 +53,7 @@ class L1RegressionActionHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """[B, chunk * D, H] -> [B, chunk, D]."""
-        b, n, h = hidden.shape
-        return self.model(hidden.reshape(b, n // self.action_dim, self.action_dim * h))
+        return self.model(per_timestep(hidden, self.action_dim))
 
 
 class ProprioProjector(nn.Module):
@@ -115,5 +120,4 @@ class DiffusionActionHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """[B, chunk * D, H] -> predicted noise [B, chunk, D]."""
-        b, n, h = hidden.shape
-        return self.noise_predictor(hidden.reshape(b, n // self.action_dim, self.action_dim * h))
+        return self.noise_predictor(per_timestep(hidden, self.action_dim))
