@@ -47,21 +47,21 @@ def test_diffusion_head_learns_and_samples_deterministic_unnormalised_chunks(tmp
     assert cfg.num_prefix_tokens == 2 * 16 + 1 + 1  # two cameras, proprio, the timestep token
     frames, batch = _data(vla)
     inputs = {k: batch[k] for k in ("input_ids", "pixel_values", "attention_mask", "labels", "proprio", "actions")}
-    opt = torch.optim.AdamW(vla.parameters(), lr=3e-3)
+    opt = torch.optim.AdamW(vla.parameters(), lr=1e-3)
     losses = []
-    for _ in range(150):
+    for _ in range(800):  # noise prediction needs far more steps than the L1 head on this 64-wide LM
         loss = vla(**inputs).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    assert np.mean(losses[-20:]) < 0.5 * np.mean(losses[:5])  # noise prediction starts at ~1 (predict 0)
+    assert np.mean(losses[-50:]) < 0.2 * np.mean(losses[:10])  # from ~1 (predicting no noise)
     vla.eval()
     ids, mask = vla.pack_prompts([vla.processor.tokenize(f["instruction"]) for f in frames])
     sampled = vla.parallel_decode(ids, batch["pixel_values"], mask, batch["proprio"])
-    assert sampled.shape == (4, 2, 4)
-    assert sampled.abs().max() <= 1.0  # normalised space; how close samples come is not asserted: this 64-wide
-    # 2-layer LM reaches half the initial noise loss in 150 steps, short of sampling the data back
+    assert sampled.shape == (4, 2, 4) and sampled.abs().max() <= 1.0
+    error = (sampled - batch["actions"]).abs().mean()
+    assert error < 0.7 * batch["actions"].abs().mean()  # DDIM samples the fitted actions, closer than zeros
     torch.testing.assert_close(vla.parallel_decode(ids, batch["pixel_values"], mask, batch["proprio"]), sampled)
     alone = vla.parallel_decode(ids[2:3], batch["pixel_values"][2:3], None if mask is None else mask[2:3],
                                 batch["proprio"][2:3])
