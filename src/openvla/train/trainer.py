@@ -193,7 +193,8 @@ def train(cfg: TrainConfig) -> Path:
                           samples_per_s=cfg.batch_size * cfg.grad_accum * env.world_size / elapsed)
             if logger is not None:
                 logger.log(done, values)
-            bar.set_postfix(loss=f"{values['loss']:.4f}", l1=f"{values.get('action_l1', float('nan')):.4f}")
+            shown = {k: values[k] for k in ("loss", "action_l1") if k in values}  # a diffusion head has no L1
+            bar.set_postfix({k.removeprefix("action_"): f"{v:.4f}" for k, v in shown.items()})
         bar.update(1)
         if done % cfg.save_every == 0 or done == cfg.max_steps:
             trainer_state = {"step": done, "scheduler": scheduler.state_dict(), "loader": loader.state_dict(),
