@@ -178,11 +178,15 @@ class VLA(nn.Module):
         patches = self.projector(self.vision_backbone(pixels, film))
         return patches.reshape(b, -1, patches.shape[-1])
 
-    def language_embedding(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The language model's input embeddings of ``input_ids``: [B, L, H]."""
+        return self.language_model.get_input_embeddings()(input_ids)
+
+    def language_embedding(self, embeds: torch.Tensor, attention_mask: torch.Tensor | None,
                            slots: torch.Tensor | None) -> torch.Tensor:
-        """FiLM's condition: the mean input embedding of every prompt token (not padding, not action slots)."""
-        embeds = self.language_model.get_input_embeddings()(input_ids)
-        keep = torch.ones_like(input_ids, dtype=torch.bool) if slots is None else ~slots
+        """FiLM's condition: the mean of the prompt's token embeddings ``embeds`` [B, L, H] (not padding, not
+        action slots)."""
+        keep = torch.ones(embeds.shape[:2], dtype=torch.bool, device=embeds.device) if slots is None else ~slots
         if attention_mask is not None:
             keep = keep & attention_mask.bool()
         weights = keep[..., None].to(embeds.dtype)
@@ -205,17 +209,17 @@ class VLA(nn.Module):
         token = timestep_embedding(timestep, prefix.shape[-1]).to(prefix.dtype)
         return torch.cat([prefix, token[:, None]], dim=1)
 
-    def _splice(self, input_ids: torch.Tensor, prefix: torch.Tensor, attention_mask: torch.Tensor | None,
+    def _splice(self, embeds: torch.Tensor, prefix: torch.Tensor, attention_mask: torch.Tensor | None,
                 labels: torch.Tensor | None, slots: torch.Tensor | None = None,
                 slot_inputs: torch.Tensor | None = None,
                 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Insert the prefix right after BOS in embeddings, mask and labels; zero the action slots (OFT), or
-        put ``slot_inputs`` [B, slots, H] (the diffusion head's noisy actions) or the learned queries there."""
-        embeds = self.language_model.get_input_embeddings()(input_ids)
+        """Insert the prefix right after BOS in the token embeddings [B, L, H], mask and labels; zero the action
+        slots (OFT), or put ``slot_inputs`` [B, slots, H] (the diffusion head's noisy actions) or the learned
+        queries there."""
         if slots is not None:
             embeds = embeds * ~slots[..., None]
             if slot_inputs is None and self.action_queries is not None:
-                slot_inputs = self.action_queries.expand(input_ids.shape[0], -1, -1)
+                slot_inputs = self.action_queries.expand(embeds.shape[0], -1, -1)
             if slot_inputs is not None:
                 embeds = embeds.masked_scatter(slots[..., None], slot_inputs.to(embeds.dtype))
         embeds = torch.cat([embeds[:, :1], prefix.to(embeds.dtype), embeds[:, 1:]], dim=1)
@@ -258,7 +262,8 @@ class VLA(nn.Module):
         if continuous and (labels is None or actions is None):
             raise ValueError(f"the {cfg.action_head} action head trains on labels (to find the action slots) and "
                              "continuous `actions` [B, chunk, D]")
-        language = self.language_embedding(input_ids, attention_mask, slots) if self.film is not None else None
+        tokens = self.embed_tokens(input_ids)
+        language = self.language_embedding(tokens, attention_mask, slots) if self.film is not None else None
         prefix = self.prefix_embeddings(pixel_values, proprio, language)
         slot_inputs = None
         if cfg.action_head == "diffusion":  # noise the actions at a random timestep per row; predict the noise
@@ -267,7 +272,7 @@ class VLA(nn.Module):
             noise = torch.randn_like(clean)
             slot_inputs = self.noisy_action_projector(self.diffusion.add_noise(clean, noise, timestep).to(prefix.dtype))
             prefix = self._with_timestep(prefix, timestep)
-        embeds, mask, full_labels = self._splice(input_ids, prefix, attention_mask, labels, slots, slot_inputs)
+        embeds, mask, full_labels = self._splice(tokens, prefix, attention_mask, labels, slots, slot_inputs)
         if cfg.parallel_decoding:
             mask = self._bidirectional_mask(mask, embeds)
         if continuous:  # the LM's final hidden states feed the head; no vocabulary logits
@@ -338,7 +343,7 @@ class VLA(nn.Module):
         device = self.device
         prefix = self.prefix_embeddings(pixel_values.to(device), None if proprio is None else proprio.to(device))
         mask = attention_mask.to(device) if attention_mask is not None else None
-        embeds, mask, _ = self._splice(input_ids.to(device), prefix, mask, None)
+        embeds, mask, _ = self._splice(self.embed_tokens(input_ids.to(device)), prefix, mask, None)
         lm = self.language_model
         if supports_static_decoding(lm):
             return greedy_decode(lm, embeds, mask, num_tokens, compile=self.compiled_inference)
@@ -362,7 +367,8 @@ class VLA(nn.Module):
         mask = None
         if attention_mask is not None:
             mask = torch.cat([attention_mask, attention_mask.new_ones((b, n_slots + 1))], dim=1).to(device)
-        language = self.language_embedding(ids, mask, slots) if self.film is not None else None
+        tokens = self.embed_tokens(ids)
+        language = self.language_embedding(tokens, mask, slots) if self.film is not None else None
         prefix = self.prefix_embeddings(pixel_values.to(device), None if proprio is None else proprio.to(device),
                                         language)
         lm = self.language_model
@@ -371,7 +377,7 @@ class VLA(nn.Module):
 
         def slot_states(prefix: torch.Tensor, slot_inputs: torch.Tensor | None = None) -> torch.Tensor:
             """Final hidden states at the positions that predict each slot (the one before it, OFT's alignment)."""
-            embeds, full_mask, _ = self._splice(ids, prefix, mask, None, slots, slot_inputs)
+            embeds, full_mask, _ = self._splice(tokens, prefix, mask, None, slots, slot_inputs)
             if fast:
                 hidden = run(lm, embeds, full_mask, keep_last=n_slots + 2)
             else:
