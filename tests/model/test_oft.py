@@ -137,7 +137,7 @@ def test_film_conditions_vision_on_the_instruction_and_is_the_plain_block_when_z
     lang = torch.randn(2, cfg.llm_dim)
     with torch.no_grad():
         for p in vla.film.parameters():
-            p.zero_()  # gamma = beta = 0: FiLM's block must be transformers' block, exactly
+            p.zero_()  # gamma = beta = 0: the FiLM block is the plain one (test_vision: that one is transformers')
         torch.testing.assert_close(vla.embed_images(pixels, lang), plain.embed_images(pixels), rtol=0, atol=1e-6)
         for block in (b for vit in vla.film.vits for b in vit):
             torch.nn.init.normal_(block.scale.weight, std=0.5)

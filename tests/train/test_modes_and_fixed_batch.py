@@ -127,7 +127,10 @@ def test_lora_merge_equals_base_plus_adapter(tmp_path):
     assert supports_static_decoding(wrapped.language_model)
     ids, mask = wrapped.pack_prompts([wrapped.processor.tokenize(t) for t in TASKS])
     pixels = batch["pixel_values"][:len(TASKS)]
-    assert torch.equal(wrapped.generate_action_ids(ids, pixels, mask, 7), merged.generate_action_ids(ids, pixels, mask, 7))
+    lora_ids = wrapped.generate_action_ids(ids, pixels, mask, 7)
+    assert torch.equal(lora_ids, merged.generate_action_ids(ids, pixels, mask, 7))
+    base_ids = VLA.from_pretrained(tmp_path / "base").generate_action_ids(ids, pixels, mask, 7)
+    assert not torch.equal(lora_ids, base_ids)  # the adapters change the actions, so the check above has teeth
     assert not torch.allclose(got, VLA.from_pretrained(tmp_path / "base")(
         input_ids=batch["input_ids"], pixel_values=batch["pixel_values"],
         attention_mask=batch["attention_mask"]).logits, atol=1e-3)

@@ -37,12 +37,6 @@ class MLPResNet(nn.Module):
         return self.fc2(self.layer_norm2(x))
 
 
-def per_timestep(hidden: torch.Tensor, action_dim: int) -> torch.Tensor:
-    """Slot hidden states [B, chunk * D, H] -> one row per timestep, its D states concatenated [B, chunk, D * H]."""
-    b, n, h = hidden.shape
-    return hidden.reshape(b, n // action_dim, action_dim * h)
-
-
 class L1RegressionActionHead(nn.Module):
     """Hidden states of one timestep's D action slots, concatenated -> D continuous actions in [-1, 1]."""
 
@@ -53,7 +47,8 @@ class L1RegressionActionHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """[B, chunk * D, H] -> [B, chunk, D]."""
-        return self.model(per_timestep(hidden, self.action_dim))
+        b, n, h = hidden.shape
+        return self.model(hidden.reshape(b, n // self.action_dim, self.action_dim * h))
 
 
 class ProprioProjector(nn.Module):
@@ -109,15 +104,6 @@ class NoisyActionProjector(nn.Module):
         return self.fc2(self.act_fn(self.fc1(noisy.reshape(noisy.shape[0], -1, 1))))
 
 
-class DiffusionActionHead(nn.Module):
-    """OFT's diffusion head: the hidden states of one timestep's D slots -> the noise in its D actions, through
-    an MLP-ResNet the size of the L1 head's (the timestep reaches it through the LM's timestep token)."""
-
-    def __init__(self, llm_dim: int, action_dim: int, num_blocks: int = 2) -> None:
-        super().__init__()
-        self.action_dim = action_dim
-        self.noise_predictor = MLPResNet(num_blocks, llm_dim * action_dim, llm_dim, action_dim)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        """[B, chunk * D, H] -> predicted noise [B, chunk, D]."""
-        return self.noise_predictor(per_timestep(hidden, self.action_dim))
+class DiffusionActionHead(L1RegressionActionHead):
+    """OFT's diffusion head: the L1 head's network, predicting the noise in one timestep's D actions instead of
+    the actions (the diffusion timestep reaches it through the LM's timestep token)."""
