@@ -12,9 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     collect = sub.add_parser("collect", help="collect scripted demonstrations in simulation")
     sims = collect.add_subparsers(dest="sim", required=True)
     mw = sims.add_parser("metaworld", help="Meta-World scripted experts -> LeRobot dataset")
-    mw.add_argument("--tasks", default="mt10",
+    mw.add_argument("--tasks", nargs="+", default=["mt10"],
                     help="mt10, mt50, easy, medium, hard, very_hard or task names, "
-                    "comma-separated (default mt10)")
+                    "space- or comma-separated (default mt10)")
     mw.add_argument("--episodes-per-task", type=int, default=50, help="successful episodes kept per task")
     mw.add_argument("--out", required=True, help="dataset directory (re-run the same command to resume)")
     mw.add_argument("--workers", type=int, default=2, help="env worker processes (default 2)")
@@ -30,8 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--policy", required=True,
                     help="checkpoint directory, http://HOST:PORT, expert or random")
     ev.add_argument("--env", choices=("metaworld", "libero"), default="metaworld")
-    ev.add_argument("--tasks", default=None, help="metaworld: mt10 (default), mt50, a group or task names; "
-                    "libero: libero_spatial (default), ..., or suite/index")
+    ev.add_argument("--tasks", nargs="+", default=None,
+                    help="metaworld: mt10 (default), mt50, a group or task names; "
+                    "libero: libero_spatial (default), ..., or suite/index; space- or comma-separated")
     ev.add_argument("--episodes-per-task", type=int, default=10)
     ev.add_argument("--seed", type=int, default=0, help="base seed of the evaluation seed set")
     ev.add_argument("--out", required=True, help="output directory (re-run the same command to resume)")
@@ -61,10 +62,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.set_defaults(func=_eval)
 
 
+def _joined(tasks: list[str] | None) -> str | None:
+    """``--tasks a b`` and ``--tasks a,b`` as the one comma-separated spec the task resolvers take."""
+    return ",".join(tasks) if tasks else None
+
+
 def _collect(args: argparse.Namespace) -> int:
     from openvla.sim.collect import collect_metaworld
 
-    out = collect_metaworld(tasks=args.tasks, episodes_per_task=args.episodes_per_task, out=args.out,
+    out = collect_metaworld(tasks=_joined(args.tasks), episodes_per_task=args.episodes_per_task, out=args.out,
                             workers=args.workers, seed=args.seed, image_size=args.image_size,
                             camera=args.camera, max_steps=args.max_steps, image_format=args.image_format,
                             progress=not args.no_progress)
@@ -79,7 +85,7 @@ def _collect(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from openvla.sim.evaluate import evaluate
 
-    tasks = args.tasks or {"metaworld": "mt10", "libero": "libero_spatial"}[args.env]
+    tasks = _joined(args.tasks) or {"metaworld": "mt10", "libero": "libero_spatial"}[args.env]
     policy_kwargs = {"device": args.device, "unnorm_key": args.unnorm_key, "compile": args.compile,
                      "quantize": args.quantize}
     if args.env == "libero" and args.unnorm_key is None and Path(args.policy).is_dir():
