@@ -139,7 +139,30 @@ class RLDSDataset:
         self.files = sorted(self.path.glob(f"*-{split}.tfrecord*"))
         if not self.files:
             raise FileNotFoundError(f"{self.path}: no '*-{split}.tfrecord*' files")
+        self.shard_lengths = self._shard_lengths()
         self.skipped: list[str] = []
+
+    def _shard_lengths(self) -> list[int] | None:
+        """Records per file from dataset_info.json's shardLengths (None when it gives none); a missing or
+        unexpected shard file raises FileNotFoundError naming it."""
+        split = next((s for s in self.info.get("splits", []) if s.get("name") == self.split), {})
+        if "shardLengths" not in split:
+            return None
+        lengths = [int(n) for n in split["shardLengths"]]
+        found = {}
+        for f in self.files:
+            m = re.search(r"-(\d+)-of-(\d+)$", f.name)
+            found[(int(m.group(1)), int(m.group(2))) if m else f.name] = f
+        want = [(i, len(lengths)) for i in range(len(lengths))]
+        missing = [f"{i:05d}-of-{n:05d}" for i, n in want if (i, n) not in found]
+        extra = [found[k].name for k in found if k not in want]
+        problems = ([f"missing shard {', '.join(missing[:3])}"] if missing else []) + (
+            [f"unexpected file {', '.join(extra[:3])}"] if extra else [])
+        if problems:
+            raise FileNotFoundError(f"{self.path}: dataset_info.json lists {len(lengths)} {self.split!r} shards; "
+                                    f"{'; '.join(problems)} (download the dataset again)")
+        self.files = [found[k] for k in want]
+        return lengths
 
     def __len__(self) -> int:
         for split in self.info.get("splits", []):
@@ -149,7 +172,8 @@ class RLDSDataset:
 
     def trajectories(self) -> Iterator[tuple[str, Any]]:
         """(where, nested trajectory dict) for every episode, before standardisation."""
-        for path in self.files:
+        for shard, path in enumerate(self.files):
+            count = 0
             for n, record in enumerate(read_records(path, self.verify)):
                 where = f"{path}: episode {n}"
                 try:
@@ -157,6 +181,10 @@ class RLDSDataset:
                 except (ValueError, IndexError, UnicodeDecodeError) as err:
                     raise ValueError(f"{where}: corrupt tf.train.Example: {err}") from err
                 yield where, self._trajectory(example, where)
+                count = n + 1
+            if self.shard_lengths is not None and count != self.shard_lengths[shard]:
+                raise ValueError(f"{path}: holds {count} episodes, dataset_info.json says {self.shard_lengths[shard]} "
+                                 f"(shardLengths[{shard}]): the shard is cut short or was replaced; download it again")
 
     def _trajectory(self, example: dict[str, Any], where: str) -> dict[str, Any]:
         traj: dict[str, Any] = {"traj_metadata": {}}
