@@ -55,3 +55,21 @@ def test_missing_shard_is_refused(bridge, tmp_path):
     shards[1].unlink()
     with pytest.raises(FileNotFoundError, match=r"lists 2 'train' shards; missing shard 00001-of-00002"):
         RLDSDataset(copy)
+
+
+def test_flipped_bytes_inside_a_record_are_refused_by_default(bridge, tmp_path, capsys):
+    copy, shards = _damaged_copy(bridge, tmp_path)
+    steps, _ = bridge_episode(6, seed=0)
+    data = bytearray(shards[0].read_bytes())
+    at = bytes(data).index(steps["observation"]["state"][1].tobytes())  # the first kept state (bridge drops step 0)
+    data[at + 3] ^= 0x40  # the exponent byte of state[1, 0]
+    shards[0].write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"tfrecord-00000-of-00002: corrupt TFRecord file: bad data checksum of "
+                                         r"record 0"):
+        list(RLDSDataset(copy))
+    unchecked = next(iter(RLDSDataset(copy, verify_checksums=False)))  # the opt-out reads the wrong number
+    assert abs(steps["observation"]["state"][1, 0]) < 1 and abs(unchecked.states[0, 0]) > 1e10
+    assert main(["data", "convert", str(copy.parent), str(tmp_path / "out"), "--fps", "5"]) != 0
+    assert "bad data checksum of record 0" in capsys.readouterr().err
+    assert main(["data", "convert", str(copy.parent), str(tmp_path / "out"), "--fps", "5",
+                 "--no-verify-checksums"]) == 0

@@ -24,6 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--max-episodes", type=int)
     c.add_argument("--robot-type")
     c.add_argument("--overwrite", action="store_true", help="replace dst if it exists")
+    c.add_argument("--no-verify-checksums", dest="verify_checksums", action="store_false",
+                   help="RLDS: skip the TFRecord CRC check of every record (faster; flipped bytes go unnoticed)")
     c.set_defaults(func=_convert)
 
     i = sub.add_parser("info", help="episodes, frames, tasks, cameras, shapes and statistics of a dataset")
@@ -43,7 +45,8 @@ def _convert(args: argparse.Namespace) -> int:
     from openvla.data.convert import convert
 
     result = convert(args.src, args.dst, args.source, args.name, args.fps, args.image_format, args.cameras,
-                     args.max_episodes, args.overwrite, args.robot_type)
+                     args.max_episodes, args.overwrite, args.robot_type,
+                     verify_checksums=args.verify_checksums)
     print(f"wrote {result.episodes} episodes, {result.frames} frames to {result.path}")
     if result.skipped:
         print(f"skipped {len(result.skipped)} episodes:")

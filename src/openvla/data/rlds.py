@@ -120,12 +120,13 @@ class RLDSDataset:
 
     ``name`` picks the OXE config and transform (default: the dataset folder's name, e.g. ``bridge_orig``);
     ``config`` overrides the config for datasets outside OXE; ``cameras`` picks roles (``primary``,
-    ``secondary``, ``wrist``; default all the config names); ``decode_images=False`` skips images (stats).
+    ``secondary``, ``wrist``; default all the config names); ``decode_images=False`` skips images (stats);
+    ``verify_checksums=False`` skips the records' data CRCs (flipped bytes are then read as wrong numbers).
     """
 
     def __init__(self, path: str | Path, name: str | None = None, split: str = "train",
                  config: oxe.DatasetConfig | None = None, cameras: list[str] | None = None,
-                 standardize: bool = True, decode_images: bool = True, verify_checksums: bool = False):
+                 standardize: bool = True, decode_images: bool = True, verify_checksums: bool = True):
         self.path = resolve_dataset_dir(path)
         self.name = name or (self.path.parent.name if re.match(r"^\d", self.path.name) else self.path.name)
         self.info = json.loads((self.path / "dataset_info.json").read_text())

@@ -9,6 +9,7 @@ lists of bytes or numpy arrays, and encodes them back (for tests and tools).
 from __future__ import annotations
 
 import struct
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -30,8 +31,7 @@ def _crc32c_table() -> list[int]:
 _TABLE = _crc32c_table()
 
 
-def crc32c(data: bytes) -> int:
-    """CRC-32C (Castagnoli) of ``data``; pure Python, so only checked when asked for large records."""
+def _crc32c_python(data: bytes) -> int:
     crc = 0xFFFFFFFF
     table = _TABLE
     for byte in data:
@@ -39,14 +39,33 @@ def crc32c(data: bytes) -> int:
     return crc ^ 0xFFFFFFFF
 
 
+try:  # google-crc32c (the data extra): hardware CRC, ~15 GB/s; the pure-Python loop is ~10 MB/s
+    from google_crc32c import value as _crc32c_fast
+except ImportError:  # pragma: no cover - depends on the install
+    _crc32c_fast = None
+
+
+def crc32c(data: bytes) -> int:
+    """CRC-32C (Castagnoli) of ``data``, with google-crc32c when installed."""
+    if _crc32c_fast is not None:
+        return _crc32c_fast(bytes(data))
+    return _crc32c_python(data)
+
+
 def masked_crc(data: bytes) -> int:
     crc = crc32c(data)
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
-def read_records(path: str | Path, verify: bool = False) -> Iterator[bytes]:
-    """The records of one TFRecord file; a truncated or corrupt file raises ValueError naming it."""
+def read_records(path: str | Path, verify: bool = True) -> Iterator[bytes]:
+    """The records of one TFRecord file; a truncated or corrupt file raises ValueError naming it.
+
+    ``verify`` checks each record's data CRC (flipped bytes); the length CRC is always checked.
+    """
     path = Path(path)
+    if verify and _crc32c_fast is None:
+        warnings.warn("google-crc32c is not installed: TFRecord checksums are checked in pure Python (slow); "
+                      "`pip install google-crc32c`, or turn the check off (verify_checksums=False)", stacklevel=2)
     with open(path, "rb") as f:
         index = 0
         while True:
@@ -64,7 +83,8 @@ def read_records(path: str | Path, verify: bool = False) -> Iterator[bytes]:
                 raise ValueError(f"{path}: truncated TFRecord file: record {index} has {len(data)} of "
                                  f"{length} bytes")
             if verify and struct.unpack("<I", footer)[0] != masked_crc(data):
-                raise ValueError(f"{path}: corrupt TFRecord file: bad data checksum of record {index}")
+                raise ValueError(f"{path}: corrupt TFRecord file: bad data checksum of record {index} (flipped "
+                                 f"bytes; download the file again)")
             yield data
             index += 1
 
