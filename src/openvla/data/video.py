@@ -74,6 +74,30 @@ def _frame_index(frame, stream, start: float, fps: int) -> int:
     return int(round((t - start) * fps))
 
 
+def _decode_exact(container, stream, start: float, count: int, fps: int) -> list[np.ndarray | None]:
+    """The ``count`` frames shown from ``start`` seconds on (None where the file has none), exactly.
+
+    A seek lands on a keyframe picked by decoding time. With B-frames the wanted frame can come before that
+    keyframe in display order, and after a seek to an HEVC open-GOP (CRA) keyframe the decoder drops the
+    leading frames that reference the previous GOP. So when a wanted frame did not come out, seek again
+    from further back (1, 2, 4, ... frames), down to the start of the file.
+    """
+    back = 0.0
+    while True:
+        target = max(start - back, 0.0)
+        container.seek(int(target / stream.time_base), stream=stream, backward=True)
+        out: list[np.ndarray | None] = [None] * count
+        for frame in container.decode(stream):
+            i = _frame_index(frame, stream, start, fps)
+            if 0 <= i < count:
+                out[i] = frame.to_ndarray(format="rgb24")
+            if i >= count - 1:
+                break
+        if target == 0.0 or all(f is not None for f in out):
+            return out
+        back = 2 * back if back else 1 / fps
+
+
 def decode_range(path: Path, start: float, count: int, fps: int, where: str = "") -> np.ndarray:
     """Decode ``count`` frames from ``start`` seconds: uint8 [count, H, W, 3]; a clear error if short."""
     av = _av()
@@ -81,15 +105,7 @@ def decode_range(path: Path, start: float, count: int, fps: int, where: str = ""
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            if start > 0:
-                container.seek(int(start / stream.time_base), stream=stream, backward=True)
-            out: list[np.ndarray | None] = [None] * count
-            for frame in container.decode(stream):
-                i = _frame_index(frame, stream, start, fps)
-                if 0 <= i < count:
-                    out[i] = frame.to_ndarray(format="rgb24")
-                if i >= count - 1:
-                    break
+            out = _decode_exact(container, stream, start, count, fps)
     except (av.error.FFmpegError, IndexError) as err:
         raise ValueError(f"{path}: cannot decode video{where}: {err}") from err
     missing = [i for i, f in enumerate(out) if f is None]
@@ -123,15 +139,11 @@ class VideoFrameReader:
         av = _av()
         try:
             container = self._container(path)
-            stream = container.streams.video[0]
-            container.seek(int(timestamp / stream.time_base), stream=stream, backward=True)
-            for frame in container.decode(stream):
-                i = _frame_index(frame, stream, timestamp, fps)
-                if i == 0:
-                    return frame.to_ndarray(format="rgb24")
-                if i > 0:
-                    break
+            frame = _decode_exact(container, container.streams.video[0], timestamp, 1, fps)[0]
         except (av.error.FFmpegError, IndexError) as err:
             self._open.pop(str(path), None)
             raise ValueError(f"{path}: cannot decode video{where}: {err}") from err
-        raise ValueError(f"{path}: corrupt or truncated video{where}: no frame at {timestamp:.3f}s")
+        if frame is None:
+            raise ValueError(f"{path}: corrupt or truncated video{where}: no frame at {timestamp:.3f}s (decoded "
+                             f"from the start of the file)")
+        return frame
