@@ -65,3 +65,18 @@ def test_quantised_actions_stay_close_to_float32(fitted, method, layer, toleranc
     up = quantized.language_model.model.layers[0].mlp.up_proj
     assert isinstance(up, layer) if isinstance(layer, type) else type(up).__name__ == layer
     assert isinstance(quantized.language_model.lm_head, torch.nn.Linear)
+
+
+@pytest.mark.parametrize("method", ["int8", "bnb8", "bnb4"])
+def test_quantising_a_bf16_model_keeps_the_float32_actions(fitted, method):
+    """A bf16 checkpoint quantises directly (int8 used to fail: 'expected scalar type Float but found BFloat16');
+    int8 converts layer by layer, so only the LM's small leftovers become float32, never the whole model."""
+    vla, images, texts, reference = fitted
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantized = quantize(copy.deepcopy(vla).to(torch.bfloat16), method)
+        got = quantized.predict_action(image=images, instruction=texts)
+    assert np.abs(got - reference).max() <= ONE_BIN + 1e-9
+    assert quantized.projector.fc1.weight.dtype == torch.bfloat16  # the vision side stays as loaded
+    lm_dtype = torch.float32 if method == "int8" else torch.bfloat16
+    assert quantized.language_model.lm_head.weight.dtype == lm_dtype
