@@ -9,10 +9,12 @@ import numpy as np
 
 @dataclass
 class Episode:
-    """One demonstration: T steps of camera images, optional proprio, actions and one instruction.
+    """One demonstration: T steps of camera images, optional proprio, actions and an instruction.
 
     ``images`` maps a camera name (e.g. ``"image"``, ``"wrist"``) to a uint8 array [T, H, W, 3];
-    ``actions`` is float32 [T, D]; ``states`` is float32 [T, S] or None.
+    ``actions`` is float32 [T, D]; ``states`` is float32 [T, S] or None. ``instruction`` is the episode's
+    (first) task; ``instructions`` gives one per step when the task changes within the episode (LeRobot
+    stores a task per frame), else None.
     """
 
     images: dict[str, np.ndarray]
@@ -22,9 +24,14 @@ class Episode:
     episode_index: int = 0
     dataset_name: str = "default"
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    instructions: list[str] | None = None
 
     def __len__(self) -> int:
         return int(self.actions.shape[0])
+
+    def step_instructions(self) -> list[str]:
+        """The instruction of every step: ``instructions`` when given, else ``instruction`` repeated."""
+        return list(self.instructions) if self.instructions is not None else [self.instruction] * len(self)
 
     def validate(self) -> None:
         """Raise ValueError naming the episode when its arrays disagree in length, dtype or rank."""
@@ -40,3 +47,5 @@ class Episode:
                 raise ValueError(f"{where}: camera {cam!r} has {frames.shape[0]} frames for {n} actions")
         if self.states is not None and self.states.shape[0] != n:
             raise ValueError(f"{where}: {self.states.shape[0]} states for {n} actions")
+        if self.instructions is not None and len(self.instructions) != n:
+            raise ValueError(f"{where}: {len(self.instructions)} step instructions for {n} actions")

@@ -172,9 +172,10 @@ class LeRobotWriter:
             self._extra = sorted(ep.extra)
         self._check(ep)
         index, length, start = len(self._episodes), len(ep), self._frames
-        task_index = self._tasks.setdefault(ep.instruction, len(self._tasks))
+        steps = ep.step_instructions()
+        task_index = np.array([self._tasks.setdefault(t, len(self._tasks)) for t in steps], np.int64)
         columns = self._columns(ep, index, task_index, start)
-        row: dict[str, Any] = {"episode_index": index, "tasks": [ep.instruction], "length": length}
+        row: dict[str, Any] = {"episode_index": index, "tasks": list(dict.fromkeys(steps)), "length": length}
         row.update(self._write_data(columns))
         row.update({"dataset_from_index": start, "dataset_to_index": start + length})
         if self.image_format == "video":
@@ -185,7 +186,7 @@ class LeRobotWriter:
         self._episodes.append(row)
         self._frames += length
 
-    def _columns(self, ep: Episode, index: int, task_index: int, start: int) -> dict[str, np.ndarray]:
+    def _columns(self, ep: Episode, index: int, task_index: np.ndarray, start: int) -> dict[str, np.ndarray]:
         """The numeric columns of one episode's rows (images are added by ``_write_data``)."""
         n = len(ep)
         cols: dict[str, np.ndarray] = {}
@@ -199,7 +200,7 @@ class LeRobotWriter:
         cols["frame_index"] = np.arange(n, dtype=np.int64)
         cols["episode_index"] = np.full(n, index, np.int64)
         cols["index"] = start + np.arange(n, dtype=np.int64)
-        cols["task_index"] = np.full(n, task_index, np.int64)
+        cols["task_index"] = task_index
         if self.image_format != "video":
             for cam in ep.images:
                 cols[meta.IMAGE_PREFIX + cam] = ep.images[cam]
@@ -522,6 +523,7 @@ class LeRobotDataset:
         return start, start + int(self.episode_lengths[pos])
 
     def instruction(self, frame: int) -> str:
+        """The task of one frame (LeRobot stores a task per frame; it may change within an episode)."""
         task = int(self.task_indices[frame])
         return self.tasks[task] if 0 <= task < len(self.tasks) else ""
 
@@ -585,11 +587,13 @@ class LeRobotDataset:
             else:
                 images[cam] = np.stack([self.image(cam, f) for f in range(start, end)])
         tasks = self._episodes[i].get("tasks") or []
-        instruction = self.instruction(start) if end > start else (tasks[0] if tasks else "")
+        steps = [self.instruction(f) for f in range(start, end)]
+        instruction = steps[0] if steps else (tasks[0] if tasks else "")
         return Episode(images=images, actions=self.actions[start:end].copy(), instruction=instruction,
                        states=None if self.states is None else self.states[start:end].copy(),
                        episode_index=index, dataset_name=self.name,
-                       extra={k: v[start:end].copy() for k, v in self.extra.items()})
+                       extra={k: v[start:end].copy() for k, v in self.extra.items()},
+                       instructions=steps if len(set(steps)) > 1 else None)
 
     def __iter__(self) -> Iterator[Episode]:
         for i in range(self.num_episodes):

@@ -3,7 +3,8 @@
 ``standardize(name, trajectory)`` applies the dataset's transform (see ``oxe_transforms``) and
 ``restructure`` turns the result into an ``Episode``: camera roles ``primary``/``secondary``/``wrist`` become
 cameras ``image``/``secondary``/``wrist``, the proprio is the concatenation of ``state_obs_keys`` (a zero
-column per ``None``), and the instruction is the first non-empty step instruction.
+column per ``None``), and the instruction is the first non-empty step instruction (with every step's in
+``Episode.instructions`` when they differ, as the reference reads each step's own).
 """
 
 from __future__ import annotations
@@ -226,5 +227,6 @@ def restructure(trajectory: Trajectory, config: DatasetConfig, name: str, index:
         states = np.concatenate(parts, axis=1)
     texts = [_text(t).strip() for t in np.asarray(trajectory.get("language_instruction", [])).reshape(-1)]
     instruction = next((t for t in texts if t), "")
+    per_step = texts if len(texts) == length and len(set(texts)) > 1 else None
     return Episode(images=images, actions=actions, instruction=instruction, states=states,
-                   episode_index=index, dataset_name=name)
+                   episode_index=index, dataset_name=name, instructions=per_step)
