@@ -86,6 +86,8 @@ def _json_body(**fields) -> bytes:
 
 
 IMG = np.zeros((8, 8, 3), np.uint8)
+IMG_JSON = json.loads(json_numpy.dumps(IMG))
+HUGE_EMPTY = {"__numpy__": "", "dtype": "|u1", "shape": [2**63 - 1, 0]}
 BAD_BODIES = [
     # (body, headers, status, message fragment)
     (b"this is not json", JSON, 400, "not valid JSON"),
@@ -110,6 +112,14 @@ BAD_BODIES = [
     (msgpack.packb({"image": {b"__ndarray__": True, b"data": b"", b"dtype": "|O", b"shape": [0]}}), MSGPACK,
      400, "not allowed"),
     (b"x" * (2 * 2**20), JSON, 413, "over the 1048576-byte limit"),
+    # zero-size arrays that claim absurd shapes (np.repeat of one raised "array is too big": a plain-text 500)
+    (json.dumps({"image": HUGE_EMPTY, "instruction": "x"}).encode(), JSON, 400, "integers in 0..1048576"),
+    (json.dumps({"image": IMG_JSON, "wrist_image": HUGE_EMPTY, "instruction": "x"}).encode(), JSON, 400,
+     "integers in 0..1048576"),
+    (msgpack.packb({"image": {b"__ndarray__": True, b"data": b"", b"dtype": "|u1", b"shape": [2**63 - 1, 0]},
+                    "instruction": "x"}), MSGPACK, 400, "integers in 0..1048576"),
+    (json.dumps({"image": {**HUGE_EMPTY, "shape": [2**20, 0]}, "instruction": "x"}).encode(), JSON, 422,
+     "'image' must be a uint8 array of shape HxWx3 (H, W >= 1), got a uint8 array of shape [1048576, 0]"),
 ]
 
 

@@ -20,6 +20,7 @@ import numpy as np
 MAX_INSTRUCTION_CHARS = 2000
 MAX_STATE_SIZE = 4096
 MAX_ARRAY_DIMS = 8
+MAX_ARRAY_SIDE = 2**20  # no image or state side is longer; bigger claims (even of zero-size arrays) are refused
 _DTYPE_PATTERN = re.compile(r"^[<>|=]?(b1|\?|[iu][1248]|f[248])$|^(bool|u?int(8|16|32|64)|float(16|32|64))$")
 
 
@@ -49,9 +50,10 @@ def array_from_parts(data: Any, dtype: Any, shape: Any) -> np.ndarray:
     if not isinstance(data, bytes | bytearray):
         raise ProtocolError(400, f"array data must be bytes, got {type(data).__name__}")
     if (not isinstance(shape, list | tuple) or len(shape) > MAX_ARRAY_DIMS
-            or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
-        raise ProtocolError(400, f"array shape must be a list of at most {MAX_ARRAY_DIMS} non-negative "
-                                 f"integers, got {shape!r}")
+            or not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_ARRAY_SIDE
+                       for n in shape)):
+        raise ProtocolError(400, f"array shape must be a list of at most {MAX_ARRAY_DIMS} integers in "
+                                 f"0..{MAX_ARRAY_SIDE}, got {str(shape)[:200]}")
     expected = math.prod(shape) * dt.itemsize
     if expected != len(data):
         raise ProtocolError(400, f"array of dtype {dt.str} and shape {list(shape)} needs {expected} bytes, "
@@ -179,6 +181,9 @@ def check_image(value: Any, name: str) -> np.ndarray:
         value = arr.astype(np.uint8)
     if not isinstance(value, np.ndarray) or value.dtype != np.uint8:
         raise ProtocolError(422, f"'{name}' must be a uint8 array of shape HxWx3, got {describe(value)}")
+    if value.ndim not in (2, 3) or value.size == 0:
+        raise ProtocolError(422, f"'{name}' must be a uint8 array of shape HxWx3 (H, W >= 1), got "
+                                 f"{describe(value)}")
     if value.ndim == 2:
         value = np.repeat(value[:, :, None], 3, axis=2)
     elif value.ndim == 3 and value.shape[2] == 4:
