@@ -1,15 +1,20 @@
-"""Damaged RLDS data is refused with the file named: shards cut at a record boundary, missing shards,
-flipped bytes (TFRecord CRCs checked by default)."""
+"""Damaged data is refused or reported with the file named: RLDS shards cut at a record boundary, missing
+shards, flipped bytes (TFRecord CRCs checked by default); LeRobot info.json claiming more episodes than
+exist, missing or truncated videos (``openvla data info``)."""
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import struct
 
 import pytest
+from data_testutils import make_episodes
 from rlds_builders import BRIDGE_FEATURES, bridge_episode, write_rlds
 
 from openvla.cli import main
+from openvla.data.lerobot import LeRobotDataset, write_dataset
 from openvla.data.rlds import RLDSDataset
 from openvla.data.tfrecord import read_records
 
@@ -73,3 +78,52 @@ def test_flipped_bytes_inside_a_record_are_refused_by_default(bridge, tmp_path, 
     assert "bad data checksum of record 0" in capsys.readouterr().err
     assert main(["data", "convert", str(copy.parent), str(tmp_path / "out"), "--fps", "5",
                  "--no-verify-checksums"]) == 0
+
+
+# -- LeRobot: metadata that claims more than exists, missing or truncated video files -------------------
+@pytest.fixture
+def video_dataset(tmp_path):
+    write_dataset(tmp_path / "ds", make_episodes(3, cameras=("image",), size=(32, 32)), fps=10,
+                  image_format="video")
+    return tmp_path / "ds", next((tmp_path / "ds" / "videos").rglob("*.mp4"))
+
+
+def test_info_json_claiming_more_episodes_is_refused(video_dataset, capsys):
+    root, _ = video_dataset
+    info = json.loads((root / "meta" / "info.json").read_text())
+    info["total_episodes"] = 5
+    (root / "meta" / "info.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match=r"meta/info.json: total_episodes is 5 but meta/episodes lists 3 episodes: "
+                                         r"the dataset is incomplete"):
+        LeRobotDataset(root)
+    assert main(["data", "info", str(root)]) == 2
+    assert "total_episodes is 5 but meta/episodes lists 3 episodes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["missing", "cut", "shorter"])
+def test_data_info_reports_missing_or_truncated_video(video_dataset, tmp_path, capsys, damage):
+    root, video = video_dataset
+    lengths = [len(e) for e in make_episodes(3)]
+    if damage == "missing":
+        video.unlink()
+    elif damage == "cut":
+        video.write_bytes(video.read_bytes()[: video.stat().st_size // 2])
+    else:  # a whole, readable mp4 that holds only the first two episodes
+        write_dataset(tmp_path / "two", make_episodes(2, cameras=("image",), size=(32, 32)), fps=10,
+                      image_format="video")
+        shutil.copy(next((tmp_path / "two" / "videos").rglob("*.mp4")), video)
+    assert main(["data", "info", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "problems  1 (files missing, truncated or corrupt" in out
+    want = {"missing": r"file-000.mp4: missing \(camera image, episodes 0..2\)",
+            "cut": rf"file-000.mp4: episodes 0..2 of camera image: 0 of {sum(lengths)} frames \(cannot read it: ",
+            "shorter": rf"file-000.mp4: episode 2 of camera image: 0 of {lengths[2]} frames \(truncated or corrupt\)"}
+    assert re.search(want[damage], out), out
+    assert main(["data", "info", str(root), "--no-check-files"]) == 0
+
+
+def test_data_info_reports_a_short_rlds_shard(bridge, tmp_path, capsys):
+    copy, shards = _damaged_copy(bridge, tmp_path)
+    shards[0].write_bytes(shards[0].read_bytes()[:_record_spans(shards[0])[-1][0]])
+    assert main(["data", "info", str(copy)]) == 1
+    assert "tfrecord-00000-of-00002: holds 2 episodes, dataset_info.json says 3" in capsys.readouterr().out

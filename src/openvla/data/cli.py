@@ -31,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     i = sub.add_parser("info", help="episodes, frames, tasks, cameras, shapes and statistics of a dataset")
     i.add_argument("path", type=Path)
     i.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    i.add_argument("--no-check-files", dest="check_files", action="store_false",
+                   help="skip reading every video file's packets / TFRecord header (the check for missing, "
+                   "truncated or short files; exit status 1 when it finds any)")
     i.set_defaults(func=_info)
 
     s = sub.add_parser("stats", help="compute (or read cached) dataset_statistics.json of a LeRobot dataset")
@@ -55,7 +58,8 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(path: Path) -> dict:
+def _summary(path: Path, check_files: bool = True) -> dict:
+    from openvla.data import check
     from openvla.data.convert import detect_source
 
     if detect_source(path) == "rlds":
@@ -63,7 +67,8 @@ def _summary(path: Path) -> dict:
 
         ds = RLDSDataset(path)
         return {"format": "RLDS/TFDS", "name": ds.name, "path": str(ds.path), "episodes": len(ds),
-                "features": {f.key: {"kind": f.kind, "dtype": f.dtype, "shape": list(f.shape)} for f in ds.features}}
+                "features": {f.key: {"kind": f.kind, "dtype": f.dtype, "shape": list(f.shape)} for f in ds.features},
+                "problems": check.shard_problems(ds) if check_files else []}
     from openvla.data.lerobot import LeRobotDataset
     from openvla.data.stats import load_or_compute_statistics
 
@@ -75,7 +80,8 @@ def _summary(path: Path) -> dict:
         cameras[cam] = {"shape": list(ds.camera_shape(cam)), "storage": f"{feature['dtype']} {codec}".strip()}
     out = {"format": f"LeRobot {ds.version}", "name": ds.name, "path": str(ds.root), "episodes": ds.num_episodes,
            "frames": ds.num_frames, "fps": ds.fps, "tasks": ds.tasks, "cameras": cameras,
-           "action_dim": ds.action_dim, "state_dim": ds.state_dim, "extra": sorted(ds.extra)}
+           "action_dim": ds.action_dim, "state_dim": ds.state_dim, "extra": sorted(ds.extra),
+           "problems": check.video_problems(ds) if check_files else []}
     if ds.num_frames:
         out["statistics"] = load_or_compute_statistics(ds)[ds.name]
     return out
@@ -86,15 +92,16 @@ def _fmt(values: list) -> str:
 
 
 def _info(args: argparse.Namespace) -> int:
-    info = _summary(args.path)
+    info = _summary(args.path, args.check_files)
+    status = 1 if info["problems"] else 0
     if args.json:
         print(json.dumps(info, indent=2))
-        return 0
+        return status
     if info["format"].startswith("RLDS"):
         print(f"{info['name']}  ({info['format']}, {info['path']})\nepisodes  {info['episodes']}")
         for key, f in info["features"].items():
             print(f"  {key:50s} {f['kind']:7s} {f['dtype']:8s} {f['shape']}")
-        return 0
+        return _print_problems(info["problems"])
     seconds = info["frames"] / info["fps"] if info["fps"] else 0
     print(f"{info['name']}  ({info['format']}, {info['path']})")
     print(f"episodes  {info['episodes']}\nframes    {info['frames']}  ({info['fps']} fps, {seconds:.1f} s)")
@@ -116,7 +123,16 @@ def _info(args: argparse.Namespace) -> int:
                 print(f"    {stat:4s} {_fmt(stats[key][stat])}")
             if "mask" in stats[key]:
                 print(f"    mask {' '.join(f'{int(m):8d}' for m in stats[key]['mask'])}")
-    return 0
+    return _print_problems(info["problems"])
+
+
+def _print_problems(problems: list[str]) -> int:
+    """Print the file problems found (exit status 1) or nothing (0)."""
+    if problems:
+        print(f"problems  {len(problems)} (files missing, truncated or corrupt; download them again)")
+        for line in problems:
+            print(f"  {line}")
+    return 1 if problems else 0
 
 
 def _stats(args: argparse.Namespace) -> int:

@@ -371,6 +371,7 @@ class LeRobotDataset:
                             and k not in (meta.ACTION, meta.STATE, *meta.INDEX_COLUMNS)
                             and f["dtype"] not in ("image", "video", "string")]
         self._episodes = meta.read_episodes(self.root, self.info)
+        meta.check_totals(self.root, self.info, self._episodes)
         self._load_frames()
         self._cache_bytes = cache_mb * 2**20
         self._local: _ProcessLocal | None = None
@@ -379,6 +380,11 @@ class LeRobotDataset:
     @property
     def cameras(self) -> list[str]:
         return list(self._camera_keys)
+
+    @property
+    def video_cameras(self) -> list[str]:
+        """The cameras stored as mp4 video (the others as images in the parquet)."""
+        return [cam for cam in self._camera_keys if self._is_video[cam]]
 
     @property
     def num_episodes(self) -> int:
@@ -408,7 +414,8 @@ class LeRobotDataset:
             rel = self.info["data_path"].format(episode_chunk=chunk, episode_index=ep["episode_index"])
         return self.root / rel
 
-    def _video_location(self, pos: int, cam: str) -> tuple[Path, float]:
+    def video_location(self, pos: int, cam: str) -> tuple[Path, float]:
+        """(mp4 file, start time in seconds) of the ``pos``-th episode's ``cam`` video."""
         ep, key = self._episodes[pos], self._camera_keys[cam]
         if self.version == "v3.0":
             rel = self.info["video_path"].format(video_key=key, chunk_index=ep[f"videos/{key}/chunk_index"],
@@ -534,7 +541,7 @@ class LeRobotDataset:
         where = f" (camera {cam!r}, episode {episode}, frame {index})"
         local = self._process_local()
         if self._is_video[cam]:
-            path, start = self._video_location(int(self.episode_of_frame[frame]), cam)
+            path, start = self.video_location(int(self.episode_of_frame[frame]), cam)
             return local.video.frame(path, start + index / self.fps, self.fps, where)
         data = self._image_bytes(local, key, frame, where)
         img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)  # PNG/JPEG, any mode -> RGB
@@ -581,7 +588,7 @@ class LeRobotDataset:
         for cam in cameras if cameras is not None else self.cameras:
             self._check_camera(cam)
             if self._is_video[cam]:
-                path, t0 = self._video_location(i, cam)
+                path, t0 = self.video_location(i, cam)
                 images[cam] = decode_range(path, t0, end - start, self.fps,
                                            f" (camera {cam!r}, episode {index})")
             else:

@@ -175,6 +175,17 @@ def read_episodes(root: Path, info: dict[str, Any]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: r["episode_index"])
 
 
+def check_totals(root: Path, info: dict[str, Any], episodes: list[dict[str, Any]]) -> None:
+    """Raise ValueError when info.json's total_episodes / total_frames disagree with the episode metadata."""
+    where = "meta/episodes.jsonl" if info["codebase_version"] != "v3.0" else "meta/episodes"
+    frames = sum(int(e["length"]) for e in episodes)
+    for key, found, what in (("total_episodes", len(episodes), "episodes"), ("total_frames", frames, "frames")):
+        claimed = info.get(key)
+        if claimed is not None and int(claimed) != found:
+            raise ValueError(f"{root}/meta/info.json: {key} is {claimed} but {where} lists {found} {what}: the "
+                             f"dataset is incomplete (download it again) or info.json is stale (fix {key})")
+
+
 def lerobot_stats(values: np.ndarray, image: bool = False) -> dict[str, Any]:
     """LeRobot's per-feature statistics of [N, D] values (images: per channel, shaped [3, 1, 1])."""
     from openvla.data.stats import RunningStats

@@ -183,9 +183,16 @@ class RLDSDataset:
                     raise ValueError(f"{where}: corrupt tf.train.Example: {err}") from err
                 yield where, self._trajectory(example, where)
                 count = n + 1
-            if self.shard_lengths is not None and count != self.shard_lengths[shard]:
-                raise ValueError(f"{path}: holds {count} episodes, dataset_info.json says {self.shard_lengths[shard]} "
-                                 f"(shardLengths[{shard}]): the shard is cut short or was replaced; download it again")
+            mismatch = self.count_mismatch(shard, count)
+            if mismatch:
+                raise ValueError(mismatch)
+
+    def count_mismatch(self, shard: int, count: int) -> str | None:
+        """The error line when shard ``shard`` holds ``count`` records but dataset_info.json says otherwise."""
+        if self.shard_lengths is None or count == self.shard_lengths[shard]:
+            return None
+        return (f"{self.files[shard]}: holds {count} episodes, dataset_info.json says {self.shard_lengths[shard]} "
+                f"(shardLengths[{shard}]): the shard is cut short or was replaced; download it again")
 
     def _trajectory(self, example: dict[str, Any], where: str) -> dict[str, Any]:
         traj: dict[str, Any] = {"traj_metadata": {}}

@@ -89,6 +89,27 @@ def read_records(path: str | Path, verify: bool = True) -> Iterator[bytes]:
             index += 1
 
 
+def count_records(path: str | Path) -> int:
+    """The number of records in a TFRecord file, from its headers alone (a cut-off record raises ValueError)."""
+    path = Path(path)
+    size, count, pos = path.stat().st_size, 0, 0
+    with open(path, "rb") as f:
+        while pos < size:
+            header = f.read(12)
+            if len(header) < 12:
+                raise ValueError(f"{path}: truncated TFRecord file: record {count} header cut short")
+            (length,) = struct.unpack("<Q", header[:8])
+            if struct.unpack("<I", header[8:])[0] != masked_crc(header[:8]):
+                raise ValueError(f"{path}: corrupt TFRecord file: bad length checksum of record {count}")
+            pos += 12 + length + 4
+            if pos > size:
+                have = min(size - (pos - length - 4), length)
+                raise ValueError(f"{path}: truncated TFRecord file: record {count} has {have} of {length} bytes")
+            f.seek(pos)
+            count += 1
+    return count
+
+
 def write_records(path: str | Path, records: Iterable[bytes]) -> None:
     """Write records to a TFRecord file."""
     with open(path, "wb") as f:
