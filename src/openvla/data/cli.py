@@ -26,6 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--overwrite", action="store_true", help="replace dst if it exists")
     c.add_argument("--no-verify-checksums", dest="verify_checksums", action="store_false",
                    help="RLDS: skip the TFRecord CRC check of every record (faster; flipped bytes go unnoticed)")
+    c.add_argument("--jpeg-decoder", default="reference", choices=["reference", "accurate"],
+                   help="RLDS JPEGs: the reference's pixels (TensorFlow's fast integer IDCT, the default) or "
+                   "libjpeg's accurate IDCT (PIL/OpenCV)")
     c.set_defaults(func=_convert)
 
     i = sub.add_parser("info", help="episodes, frames, tasks, cameras, shapes and statistics of a dataset")
@@ -49,7 +52,7 @@ def _convert(args: argparse.Namespace) -> int:
 
     result = convert(args.src, args.dst, args.source, args.name, args.fps, args.image_format, args.cameras,
                      args.max_episodes, args.overwrite, args.robot_type,
-                     verify_checksums=args.verify_checksums)
+                     verify_checksums=args.verify_checksums, jpeg_decoder=args.jpeg_decoder)
     print(f"wrote {result.episodes} episodes, {result.frames} frames to {result.path}")
     if result.skipped:
         print(f"skipped {len(result.skipped)} episodes:")

@@ -38,10 +38,12 @@ def detect_source(path: str | Path) -> str:
 
 
 def open_source(src: str | Path, source: str = "auto", name: str | None = None,
-                cameras: Sequence[str] | None = None, verify_checksums: bool = True) -> tuple[Any, dict[str, Any]]:
+                cameras: Sequence[str] | None = None, verify_checksums: bool = True,
+                jpeg_decoder: str = "reference") -> tuple[Any, dict[str, Any]]:
     """An iterable of episodes (with a ``skipped`` list) and writer defaults (fps, action mask) for ``src``.
 
-    ``verify_checksums=False`` skips the RLDS records' CRC check (faster; flipped bytes go unnoticed)."""
+    RLDS only: ``verify_checksums=False`` skips the records' CRC check (faster; flipped bytes go unnoticed);
+    ``jpeg_decoder`` picks the reference's (TensorFlow's) JPEG pixels or the accurate IDCT's."""
     source = detect_source(src) if source == "auto" else source
     if source == "lerobot":
         from openvla.data.lerobot import LeRobotDataset
@@ -53,7 +55,7 @@ def open_source(src: str | Path, source: str = "auto", name: str | None = None,
         from openvla.data.rlds import RLDSDataset
 
         ds = RLDSDataset(src, name=name, cameras=list(cameras) if cameras else None,
-                         verify_checksums=verify_checksums)
+                         verify_checksums=verify_checksums, jpeg_decoder=jpeg_decoder)
         return ds, {"action_mask": ds.config.action_mask}
     if source == "raw":
         from openvla.data.raw import RawEpisodes
@@ -78,11 +80,11 @@ class _Wrapped:
 def convert(src: str | Path, dst: str | Path, source: str = "auto", name: str | None = None,
             fps: int | None = None, image_format: str = "png", cameras: Sequence[str] | None = None,
             max_episodes: int | None = None, overwrite: bool = False, robot_type: str | None = None,
-            progress: bool = True, verify_checksums: bool = True) -> ConvertResult:
+            progress: bool = True, verify_checksums: bool = True, jpeg_decoder: str = "reference") -> ConvertResult:
     """Convert ``src`` into a new LeRobot v3.0 dataset at ``dst`` (stats and dataset_statistics included)."""
     from openvla.data.lerobot import LeRobotWriter
 
-    episodes, defaults = open_source(src, source, name, cameras, verify_checksums)
+    episodes, defaults = open_source(src, source, name, cameras, verify_checksums, jpeg_decoder)
     dst = Path(dst)
     iterator: Iterable[Episode] = episodes
     if progress:

@@ -9,15 +9,14 @@ column per ``None``), and the instruction is the first non-empty step instructio
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from openvla.data.episodes import Episode
+from openvla.data.image_decode import decode_image
 from openvla.data.oxe_transforms import STANDARDIZE, Trajectory
 
 
@@ -179,23 +178,14 @@ def standardize(name: str, trajectory: Trajectory) -> Trajectory:
     return fn(trajectory) if fn else trajectory
 
 
-def _decode(image: Any, where: str) -> np.ndarray:
-    if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3:
-        return image
-    try:
-        with Image.open(io.BytesIO(image)) as im:
-            return np.asarray(im.convert("RGB"))
-    except (OSError, ValueError, TypeError) as err:
-        raise ValueError(f"{where}: cannot decode image: {err}") from err
-
-
 def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 def restructure(trajectory: Trajectory, config: DatasetConfig, name: str, index: int,
-                cameras: list[str] | None = None, where: str = "") -> Episode:
-    """An ``Episode`` from a standardised trajectory (roles in ``cameras``, default every role present)."""
+                cameras: list[str] | None = None, where: str = "", jpeg_decoder: str = "reference") -> Episode:
+    """An ``Episode`` from a standardised trajectory (roles in ``cameras``, default every role present);
+    ``jpeg_decoder`` as ``image_decode.decode_image``."""
     obs = trajectory["observation"]
     where = where or f"episode {index} of {name!r}"
     actions = np.asarray(trajectory["action"], dtype=np.float32)
@@ -209,7 +199,7 @@ def restructure(trajectory: Trajectory, config: DatasetConfig, name: str, index:
         if key not in obs:
             raise ValueError(f"{where}: camera {role!r} (observation key {key!r}) is missing; "
                              f"observation keys: {sorted(obs)}")
-        images[CAMERA_NAMES[role]] = np.stack([_decode(im, where) for im in obs[key]]) if length else \
+        images[CAMERA_NAMES[role]] = np.stack([decode_image(im, jpeg_decoder, where) for im in obs[key]]) if length else \
             np.zeros((0, 1, 1, 3), np.uint8)
     for role in cameras or []:
         if CAMERA_NAMES.get(role) not in images:

@@ -22,6 +22,7 @@ import numpy as np
 
 from openvla.data import oxe
 from openvla.data.episodes import Episode
+from openvla.data.image_decode import JPEG_DECODERS
 from openvla.data.tfrecord import decode_example, read_records
 
 
@@ -121,12 +122,15 @@ class RLDSDataset:
     ``name`` picks the OXE config and transform (default: the dataset folder's name, e.g. ``bridge_orig``);
     ``config`` overrides the config for datasets outside OXE; ``cameras`` picks roles (``primary``,
     ``secondary``, ``wrist``; default all the config names); ``decode_images=False`` skips images (stats);
-    ``verify_checksums=False`` skips the records' data CRCs (flipped bytes are then read as wrong numbers).
+    ``verify_checksums=False`` skips the records' data CRCs (flipped bytes are then read as wrong numbers);
+    ``jpeg_decoder``: ``"reference"`` (TensorFlow's fast-IDCT pixels, as the OpenVLA reference reads them) or
+    ``"accurate"`` (libjpeg's accurate IDCT), see ``image_decode``.
     """
 
     def __init__(self, path: str | Path, name: str | None = None, split: str = "train",
                  config: oxe.DatasetConfig | None = None, cameras: list[str] | None = None,
-                 standardize: bool = True, decode_images: bool = True, verify_checksums: bool = True):
+                 standardize: bool = True, decode_images: bool = True, verify_checksums: bool = True,
+                 jpeg_decoder: str = "reference"):
         self.path = resolve_dataset_dir(path)
         self.name = name or (self.path.parent.name if re.match(r"^\d", self.path.name) else self.path.name)
         self.info = json.loads((self.path / "dataset_info.json").read_text())
@@ -137,6 +141,9 @@ class RLDSDataset:
         self.config = config or oxe.get_config(self.name)
         self.split, self.cameras = split, cameras
         self.standardize, self.decode_images, self.verify = standardize, decode_images, verify_checksums
+        if jpeg_decoder not in JPEG_DECODERS:
+            raise ValueError(f"jpeg_decoder must be one of {JPEG_DECODERS}, got {jpeg_decoder!r}")
+        self.jpeg_decoder = jpeg_decoder
         self.files = sorted(self.path.glob(f"*-{split}.tfrecord*"))
         if not self.files:
             raise FileNotFoundError(f"{self.path}: no '*-{split}.tfrecord*' files")
@@ -223,7 +230,7 @@ class RLDSDataset:
                 except (KeyError, IndexError, ValueError) as err:
                     raise ValueError(f"{where}: cannot standardise as {self.name!r}: {err!r}") from err
             cameras = self.cameras if self.decode_images else []
-            ep = oxe.restructure(traj, self.config, self.name, index, cameras, where)
+            ep = oxe.restructure(traj, self.config, self.name, index, cameras, where, self.jpeg_decoder)
             index += 1
             if not ep.instruction:
                 self.skipped.append(f"{where}: no language instruction")
