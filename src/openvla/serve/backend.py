@@ -87,6 +87,13 @@ class VLABackend:
             "proprio_dim": self.proprio_dim,
         }
 
+    def token_cap(self) -> Any:
+        """The server's instruction cap in tokens (``serve/tokens.py``); None when the model has no tokenizer."""
+        from openvla.serve.tokens import TokenCap
+
+        tokenizer = self.vla.processor.tokenizer
+        return None if tokenizer is None else TokenCap(tokenizer, self.vla.config)
+
 
 class PolicyBackend:
     """Any ``Policy`` (``act``, or ``act_batch`` for batched calls); its unnorm key is fixed."""
@@ -110,7 +117,10 @@ class PolicyBackend:
         return [a[0] if a.ndim == 2 and a.shape[0] == 1 else a for a in map(np.asarray, chunks)]
 
     def warm_up(self) -> None:
-        pass
+        """The policy's own ``warm_up()``, when it has one (the server says "loading" until it returns)."""
+        warm_up = getattr(self.policy, "warm_up", None)
+        if warm_up is not None:
+            warm_up()
 
     def metadata(self) -> dict[str, Any]:
         return {"model": type(self.policy).__name__, "action_dim": None, "action_dims": {},

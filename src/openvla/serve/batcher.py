@@ -74,13 +74,28 @@ class Batcher:
         self._queue.put(_STOP)
         if self._thread is not None:
             self._thread.join(timeout)
+        self.fail_pending()
+
+    def close(self) -> None:
+        """Refuse new requests (ServerClosing); queued ones still run."""
+        self._closed = True
+
+    def idle(self) -> bool:
+        """True when no request is queued or running (each job is marked done once answered)."""
+        return self._queue.unfinished_tasks == 0
+
+    def fail_pending(self) -> int:
+        """Fail every request still waiting (not the batch in progress) with ServerClosing; returns how many."""
+        failed = 0
         while True:
             try:
                 job = self._queue.get_nowait()
             except queue.Empty:
-                break
+                return failed
             if job is not _STOP and job.future.set_running_or_notify_cancel():
                 job.future.set_exception(ServerClosing("the server is shutting down"))
+                failed += 1
+            self._queue.task_done()
 
     def pending(self) -> int:
         """Requests waiting for the worker (not counting the batch being run)."""
@@ -109,6 +124,8 @@ class Batcher:
                 groups.setdefault(job.group, []).append(job)
             for group, members in groups.items():
                 self._run(group, members)
+            for _ in range(len(jobs) + stop):  # + the stop marker
+                self._queue.task_done()
             if stop:
                 return
 
