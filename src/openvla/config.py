@@ -70,6 +70,7 @@ class VLAConfig:
     film: bool = False  # OFT+: every ViT block run is modulated by the instruction (x * (1 + gamma) + beta)
     num_images: int = 1  # cameras stacked on channels (primary first), 256 more patches each at 224px
     norm_stats: dict[str, Any] = field(default_factory=dict)
+    default_unnorm_key: str | None = None  # the statistics used when none are named (the fine-tuning dataset)
 
     @property
     def image_size(self) -> int:

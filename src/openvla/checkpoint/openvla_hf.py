@@ -148,6 +148,8 @@ def hf_config_for(config: VLAConfig) -> dict[str, Any]:
         out["timm_model_kwargs"] = kwargs
     out[TOOLKIT_KEY] = {"empty_token_id": config.empty_token_id, "center_crop": config.center_crop,
                         "action_normalization": config.action_normalization}
+    if config.default_unnorm_key is not None:
+        out[TOOLKIT_KEY]["default_unnorm_key"] = config.default_unnorm_key
     return out
 
 
@@ -165,6 +167,7 @@ def export_openvla(model, directory: str | Path) -> Path:
         state.update(_empty_attn_pool(prefix, siglip, next(iter(state.values())).dtype))
     if config.llm.get("tie_word_embeddings"):
         state["language_model.lm_head.weight"] = state["language_model.model.embed_tokens.weight"].clone()
+    hf["torch_dtype"] = str(model.language_model.get_input_embeddings().weight.dtype).removeprefix("torch.")
     save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
     (directory / "config.json").write_text(json.dumps(hf, indent=2))
     (directory / STATS_FILE).write_text(json.dumps(config.norm_stats, indent=2))

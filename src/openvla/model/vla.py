@@ -304,9 +304,13 @@ class VLA(nn.Module):
 
     # ------------------------------------------------------------------------------------- inference
     def resolve_unnorm_key(self, unnorm_key: str | None) -> str | None:
-        """The dataset whose statistics un-normalise actions: the only one, or the one named."""
+        """The dataset whose statistics un-normalise actions: the one named, the model's default (the
+        fine-tuning dataset), or the only one."""
         keys = sorted(self.norm_stats)
         if unnorm_key is None:
+            default = getattr(self.config, "default_unnorm_key", None)
+            if default in self.norm_stats:
+                return default
             if len(keys) > 1:
                 raise ValueError(f"this model has statistics for several datasets; pass unnorm_key, one of {keys}")
             return keys[0] if keys else None

@@ -15,10 +15,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override any config field")
     p.set_defaults(func=train_command)
 
-    m = sub.add_parser("merge", help="merge a LoRA adapter into its base model")
+    m = sub.add_parser("merge", help="merge a LoRA adapter into its base model, streaming (about one tensor of memory)")
     m.add_argument("--base", required=True, help="the base checkpoint the adapter was trained on")
     m.add_argument("--adapter", required=True, help="the adapter folder (RUN/adapter)")
     m.add_argument("--out", required=True)
+    m.add_argument("--layout", choices=("native", "openvla"), default=None,
+                   help="our layout or the released OpenVLA one (default: the base's); shards and dtype are kept")
     m.set_defaults(func=merge_command)
 
 
@@ -44,5 +46,5 @@ def train_command(args: argparse.Namespace) -> int:
 def merge_command(args: argparse.Namespace) -> int:
     from openvla.train.merge import merge_adapter
 
-    print(f"merged model: {merge_adapter(args.base, args.adapter, args.out)}")
+    print(f"merged model: {merge_adapter(args.base, args.adapter, args.out, layout=args.layout)}")
     return 0

@@ -39,7 +39,8 @@ class TrainConfig:
     grad_accum: int = 1
     max_steps: int = 1000
     seed: int = 7
-    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
+    precision: str = "auto"  # the base's dtype: auto (bf16 on GPU, the checkpoint's on CPU) | fp32 | bf16
+    quantize_base: str | None = None  # LoRA on a bitsandbytes-quantised frozen base (QLoRA): bnb4 (NF4) | bnb8
     grad_checkpointing: bool = False
     compile: bool = False
     strategy: str = "auto"  # auto (ddp when distributed) | ddp | fsdp

@@ -40,7 +40,7 @@ def build_model(cfg: TrainConfig, datasets: list[Any], tokenizer_dir: Path | Non
     """From a checkpoint, or a preset with random weights and a tokenizer trained on the data's tasks
     (or the one saved in ``tokenizer_dir`` by the run being resumed)."""
     if cfg.checkpoint:
-        return VLA.from_pretrained(cfg.checkpoint, dtype=torch.float32)
+        return load_base(cfg)
     if not cfg.preset:
         raise ValueError("set either `preset` (train from scratch) or `checkpoint` (fine-tune)")
     config = get_preset(cfg.preset)
@@ -59,6 +59,44 @@ def build_model(cfg: TrainConfig, datasets: list[Any], tokenizer_dir: Path | Non
         return VLA(config, load_tokenizer(tokenizer_dir))
     tasks = sorted({t for d in datasets for t in d.tasks})
     return VLA.create(config, tasks, seed=cfg.seed)
+
+
+def base_dtype(cfg: TrainConfig) -> torch.dtype | None:
+    """The dtype the base checkpoint loads in: fp32 or bf16 as asked; ``auto`` takes bf16 on a GPU and keeps the
+    checkpoint's own on a CPU (a bf16 release stays bf16, memory-mapped). FSDP shards one dtype: float32."""
+    if cfg.precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"unknown precision {cfg.precision!r}; valid: auto, fp32, bf16")
+    if cfg.precision != "auto":
+        return torch.float32 if cfg.precision == "fp32" else torch.bfloat16
+    if cfg.strategy == "fsdp":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_available() else None
+
+
+def load_base(cfg: TrainConfig) -> VLA:
+    """The checkpoint to fine-tune in ``base_dtype``; with ``quantize_base`` (LoRA only) its language model's
+    linears become bitsandbytes 4-bit NF4 or 8-bit weights, quantised one at a time (QLoRA)."""
+    vla = VLA.from_pretrained(cfg.checkpoint, dtype=base_dtype(cfg))
+    if cfg.quantize_base:
+        if cfg.quantize_base not in ("bnb4", "bnb8"):
+            raise ValueError(f"unknown quantize_base {cfg.quantize_base!r}; valid: bnb4 (NF4), bnb8, null")
+        if cfg.mode != "lora":
+            raise ValueError("quantize_base needs mode=lora: quantised weights stay frozen, the adapters train")
+        from openvla.model.quantize import quantize_bnb
+
+        quantize_bnb(vla, int(cfg.quantize_base[3:]))
+    return vla
+
+
+def train_in_float32(model: nn.Module) -> bool:
+    """Trainable parameters (adapters, new heads, fully trained weights) become float32, as does their
+    optimiser state; the frozen base keeps its dtype. Returns whether the model held bf16 weights, which
+    then run under bf16 autocast."""
+    half = any(p.dtype == torch.bfloat16 for p in model.parameters())
+    for p in model.parameters():
+        if p.requires_grad and p.is_floating_point() and p.dtype != torch.float32:
+            p.data = p.data.float()
+    return half
 
 
 def check_compatible(vla: VLA, datasets: list[Any], cfg: TrainConfig) -> None:
@@ -128,16 +166,19 @@ def train(cfg: TrainConfig) -> Path:
     check_compatible(vla, datasets, cfg)
     loader = make_training_loader(vla, datasets, cfg, env)
     vla.config.norm_stats.update(loader.statistics)
+    if len(loader.statistics) == 1:  # a fine-tuned model un-normalises with its own dataset unless told otherwise
+        vla.config.default_unnorm_key = next(iter(loader.statistics))
     if env.is_main:
         vla.tokenizer.save_pretrained(str(run / "tokenizer"))
         (run / "train_config.json").write_text(cfg.to_json())
         (run / "vla_config.json").write_text(vla.config.to_json())
 
     model = apply_mode(vla, cfg.mode, LoraSettings(cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout))
+    half = train_in_float32(model)
     trainable, total = count_parameters(model)
     if env.is_main:
         print(f"mode {cfg.mode}: training {trainable:,} of {total:,} parameters ({100 * trainable / total:.2f}%)")
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and env.device.type == "cuda")
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and (env.device.type == "cuda" or half))
     model.to(env.device)
     if cfg.grad_checkpointing:
         vla.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -252,9 +293,13 @@ def export_final(model: nn.Module, cfg: TrainConfig, run: Path, env: DistEnv) ->
         return final
     if env.is_main:
         if hasattr(inner, "merge_and_unload"):
-            inner.save_pretrained(str(run / "adapter"), save_embedding_layers=False)
-            merged = inner.merge_and_unload()
-            merged.save_pretrained(final)
+            from openvla.train.merge import merge_adapter, save_adapter
+
+            save_adapter(inner, run / "adapter")
+            if cfg.checkpoint:  # streamed from the base's files: the weights are never in memory twice
+                merge_adapter(cfg.checkpoint, run / "adapter", final, layout="native")
+            else:
+                inner.merge_and_unload().save_pretrained(final)
         else:
             inner.save_pretrained(final)
     barrier(env)
