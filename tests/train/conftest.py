@@ -29,16 +29,25 @@ def make_episode(rng: np.random.Generator, index: int, steps: int = 6, size: int
                    episode_index=index)
 
 
-def write_toy_dataset(root: Path, episodes: int = 12, seed: int = 0) -> Path:
+def write_toy_dataset(root: Path, episodes: int = 12, seed: int = 0, action_dim: int = 4) -> Path:
+    """The toy episodes; ``action_dim`` > 4 pads the actions with zeros."""
     from openvla.data.lerobot import LeRobotWriter
 
     rng = np.random.default_rng(seed)
     with LeRobotWriter(root, fps=10) as writer:
         for i in range(episodes):
-            writer.add_episode(make_episode(rng, i))
+            episode = make_episode(rng, i)
+            episode.actions = np.pad(episode.actions, ((0, 0), (0, action_dim - 4)))
+            writer.add_episode(episode)
     return root
 
 
 @pytest.fixture(scope="session")
 def toy_dataset(tmp_path_factory) -> Path:
     return write_toy_dataset(tmp_path_factory.mktemp("data") / "toy")
+
+
+@pytest.fixture(scope="session")
+def dataset_writer():
+    """``write_toy_dataset`` for tests that need another dataset (other size, other action dimension)."""
+    return write_toy_dataset

@@ -55,6 +55,26 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop the lines logged after ``step`` (a resumed run logs the steps after its checkpoint again) and a line
+    torn by a kill."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if _step(line) is not None and _step(line) <= step]
+    if len(kept) != len(lines):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(kept))
+        tmp.replace(path)
+
+
+def _step(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def plot_curves(metrics_path: Path, out_png: Path) -> Path | None:
     """One panel per logged curve; returns None when there is nothing to plot."""
     rows = [r for r in read_metrics(metrics_path) if "loss" in r]

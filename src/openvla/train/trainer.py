@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -14,11 +15,12 @@ from tqdm import tqdm
 from openvla.config import get_preset
 from openvla.model.vla import VLA
 from openvla.train.batching import Collator, SampleBuilder
-from openvla.train.checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
+from openvla.train.checkpointing import load_checkpoint, save_checkpoint
 from openvla.train.config import TrainConfig
 from openvla.train.distributed import DistEnv, all_mean, barrier, init_distributed, unwrap, wrap_model
-from openvla.train.metrics import MetricsLogger, plot_curves
+from openvla.train.metrics import MetricsLogger, plot_curves, truncate_metrics
 from openvla.train.modes import LoraSettings, apply_mode, count_parameters
+from openvla.train.resume import check_model_unchanged, prepare_resume
 
 MODEL_INPUTS = ("input_ids", "pixel_values", "attention_mask", "labels", "proprio", "actions")
 
@@ -40,7 +42,7 @@ def build_model(cfg: TrainConfig, datasets: list[Any], tokenizer_dir: Path | Non
     """From a checkpoint, or a preset with random weights and a tokenizer trained on the data's tasks
     (or the one saved in ``tokenizer_dir`` by the run being resumed)."""
     if cfg.checkpoint:
-        return load_base(cfg)
+        return VLA.from_pretrained(cfg.checkpoint, dtype=torch.float32)
     if not cfg.preset:
         raise ValueError("set either `preset` (train from scratch) or `checkpoint` (fine-tune)")
     config = get_preset(cfg.preset)
@@ -59,44 +61,6 @@ def build_model(cfg: TrainConfig, datasets: list[Any], tokenizer_dir: Path | Non
         return VLA(config, load_tokenizer(tokenizer_dir))
     tasks = sorted({t for d in datasets for t in d.tasks})
     return VLA.create(config, tasks, seed=cfg.seed)
-
-
-def base_dtype(cfg: TrainConfig) -> torch.dtype | None:
-    """The dtype the base checkpoint loads in: fp32 or bf16 as asked; ``auto`` takes bf16 on a GPU and keeps the
-    checkpoint's own on a CPU (a bf16 release stays bf16, memory-mapped). FSDP shards one dtype: float32."""
-    if cfg.precision not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"unknown precision {cfg.precision!r}; valid: auto, fp32, bf16")
-    if cfg.precision != "auto":
-        return torch.float32 if cfg.precision == "fp32" else torch.bfloat16
-    if cfg.strategy == "fsdp":
-        return torch.float32
-    return torch.bfloat16 if torch.cuda.is_available() else None
-
-
-def load_base(cfg: TrainConfig) -> VLA:
-    """The checkpoint to fine-tune in ``base_dtype``; with ``quantize_base`` (LoRA only) its language model's
-    linears become bitsandbytes 4-bit NF4 or 8-bit weights, quantised one at a time (QLoRA)."""
-    vla = VLA.from_pretrained(cfg.checkpoint, dtype=base_dtype(cfg))
-    if cfg.quantize_base:
-        if cfg.quantize_base not in ("bnb4", "bnb8"):
-            raise ValueError(f"unknown quantize_base {cfg.quantize_base!r}; valid: bnb4 (NF4), bnb8, null")
-        if cfg.mode != "lora":
-            raise ValueError("quantize_base needs mode=lora: quantised weights stay frozen, the adapters train")
-        from openvla.model.quantize import quantize_bnb
-
-        quantize_bnb(vla, int(cfg.quantize_base[3:]))
-    return vla
-
-
-def train_in_float32(model: nn.Module) -> bool:
-    """Trainable parameters (adapters, new heads, fully trained weights) become float32, as does their
-    optimiser state; the frozen base keeps its dtype. Returns whether the model held bf16 weights, which
-    then run under bf16 autocast."""
-    half = any(p.dtype == torch.bfloat16 for p in model.parameters())
-    for p in model.parameters():
-        if p.requires_grad and p.is_floating_point() and p.dtype != torch.float32:
-            p.data = p.data.float()
-    return half
 
 
 def check_compatible(vla: VLA, datasets: list[Any], cfg: TrainConfig) -> None:
@@ -156,29 +120,29 @@ def make_training_loader(vla: VLA, datasets: list[Any], cfg: TrainConfig, env: D
 # ------------------------------------------------------------------------------------------- the loop
 def train(cfg: TrainConfig) -> Path:
     """Run (or resume) training; returns the folder of the final model."""
+    cfg.validate()
     env = init_distributed()
     run = Path(cfg.out)
-    run.mkdir(parents=True, exist_ok=True)
+    resume_from = prepare_resume(run, cfg, env.world_size)  # refuses changed settings before anything is written
     torch.manual_seed(cfg.seed)
     datasets = open_datasets(cfg.data)
-    resume_from = latest_checkpoint(run)
     vla = build_model(cfg, datasets, run / "tokenizer" if resume_from else None)
     check_compatible(vla, datasets, cfg)
     loader = make_training_loader(vla, datasets, cfg, env)
     vla.config.norm_stats.update(loader.statistics)
-    if len(loader.statistics) == 1:  # a fine-tuned model un-normalises with its own dataset unless told otherwise
-        vla.config.default_unnorm_key = next(iter(loader.statistics))
+    if resume_from is not None:
+        check_model_unchanged(run, json.loads(vla.config.to_json()))
+    run.mkdir(parents=True, exist_ok=True)
     if env.is_main:
         vla.tokenizer.save_pretrained(str(run / "tokenizer"))
         (run / "train_config.json").write_text(cfg.to_json())
         (run / "vla_config.json").write_text(vla.config.to_json())
 
     model = apply_mode(vla, cfg.mode, LoraSettings(cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout))
-    half = train_in_float32(model)
     trainable, total = count_parameters(model)
     if env.is_main:
         print(f"mode {cfg.mode}: training {trainable:,} of {total:,} parameters ({100 * trainable / total:.2f}%)")
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and (env.device.type == "cuda" or half))
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and env.device.type == "cuda")
     model.to(env.device)
     if cfg.grad_checkpointing:
         vla.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -194,6 +158,7 @@ def train(cfg: TrainConfig) -> Path:
         torch.set_rng_state(state["rng"])
         start = state["step"]
         if env.is_main:
+            truncate_metrics(run / "metrics.jsonl", start)
             print(f"resumed from {resume_from} at step {start}")
 
     logger = MetricsLogger(run, cfg.tensorboard, cfg.wandb, cfg.wandb_project) if env.is_main else None
@@ -293,13 +258,9 @@ def export_final(model: nn.Module, cfg: TrainConfig, run: Path, env: DistEnv) ->
         return final
     if env.is_main:
         if hasattr(inner, "merge_and_unload"):
-            from openvla.train.merge import merge_adapter, save_adapter
-
-            save_adapter(inner, run / "adapter")
-            if cfg.checkpoint:  # streamed from the base's files: the weights are never in memory twice
-                merge_adapter(cfg.checkpoint, run / "adapter", final, layout="native")
-            else:
-                inner.merge_and_unload().save_pretrained(final)
+            inner.save_pretrained(str(run / "adapter"), save_embedding_layers=False)
+            merged = inner.merge_and_unload()
+            merged.save_pretrained(final)
         else:
             inner.save_pretrained(final)
     barrier(env)
