@@ -29,15 +29,15 @@ def wait_until(condition, timeout: float = 10.0) -> None:
 
 
 def test_bodies_are_decoded_off_the_event_loop(monkeypatch):
-    import openvla.serve.server as server_module
+    import openvla.serve.decode as decode_module
 
-    real = server_module.parse_request
+    real = decode_module.parse_request
 
     def slow_parse(payload):
         time.sleep(1.0)  # a decode that takes a second (a 15 MB nested-list image takes 2-3 s)
         return real(payload)
 
-    monkeypatch.setattr(server_module, "parse_request", slow_parse)
+    monkeypatch.setattr(decode_module, "parse_request", slow_parse)
     with ServerThread(create_app(EchoPolicy())) as server, ThreadPoolExecutor(1) as pool:
         server.wait_ready()
         posted = pool.submit(httpx.post, f"{server.url}/act", content=pack({"image": IMG, "instruction": "x"}),
@@ -48,6 +48,29 @@ def test_bodies_are_decoded_off_the_event_loop(monkeypatch):
         health_s = time.perf_counter() - start
         assert posted.result(30).status_code == 200
     assert health_s < 0.5, f"/healthz waited {health_s:.2f} s for a body being decoded"
+
+
+def test_a_large_nested_list_image_does_not_stall_the_server():
+    """json's C parser holds the GIL for a whole body (~1 s for this one): large bodies decode in a child process."""
+    row = np.arange(1000 * 3).reshape(1000, 3) % 251
+    image = np.broadcast_to(row, (1000, 1000, 3))
+    row_text = json.dumps(row.tolist())
+    body = ('{"image": [' + ",".join([row_text] * 1000) + '], "instruction": "x"}').encode()  # 14 MB
+    settings = ServeSettings(max_body_mb=16)
+    with ServerThread(create_app(EchoPolicy(), settings)) as server, ThreadPoolExecutor(1) as pool:
+        server.wait_ready()
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            posted = pool.submit(http.post, "/act", content=body, headers={"Content-Type": "application/json"})
+            worst = 0.0
+            while not posted.done():
+                start = time.perf_counter()
+                assert http.get("/healthz").status_code == 200
+                worst = max(worst, time.perf_counter() - start)
+                time.sleep(0.01)
+            resp = posted.result()
+    assert resp.status_code == 200, resp.text
+    assert np.allclose(json.loads(resp.content)["action"], [*image.reshape(-1, 3).mean(0), 1], atol=1e-3)
+    assert worst < 0.4, f"/healthz waited {worst:.2f} s while a large body was decoded"
 
 
 def test_ignored_fields_are_dropped_before_the_request_waits():

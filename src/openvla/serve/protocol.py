@@ -32,6 +32,9 @@ class ProtocolError(Exception):
         self.status = status
         self.message = message
 
+    def __reduce__(self) -> tuple:  # it crosses from the decoding process (``serve/decode.py``)
+        return type(self), (self.status, self.message)
+
 
 # ------------------------------------------------------------------------------------------------ arrays
 def checked_dtype(spec: Any) -> np.dtype:

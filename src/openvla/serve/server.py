@@ -1,8 +1,8 @@
 """The HTTP server: `POST /act` (json-numpy or msgpack-numpy), `GET /healthz`, `GET /metadata`, `GET /openapi.json`.
 
 The model loads in a background thread (requests get 503 until it has answered a warm-up prediction). Bodies are
-decoded on a parse thread and inference runs on the batcher's worker thread, both off the event loop, so health
-checks stay responsive; the memory that requests in flight hold is bounded (``max_queued_mb``).
+decoded off the event loop (``decode.py``) and inference runs on the batcher's worker thread, so health checks
+stay responsive; the memory that requests in flight hold is bounded (``max_queued_mb``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -32,16 +31,14 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from openvla.serve.backend import make_backend
 from openvla.serve.batcher import Batcher, Job, QueueFull, ServerClosing
+from openvla.serve.decode import Decoder
 from openvla.serve.openapi import act_operation
 from openvla.serve.protocol import (
     MAX_INSTRUCTION_CHARS,
     ActRequest,
     ProtocolError,
-    decode_json,
     json_reply,
     msgpack_reply,
-    parse_request,
-    unpack,
 )
 
 log = logging.getLogger("openvla.serve")
@@ -152,8 +149,7 @@ class ServerState:
         self.batcher = Batcher(self._run_batch, settings.max_batch_size, settings.batch_window_ms / 1000,
                                settings.max_queue)
         self.budget = MemoryBudget(int(settings.max_queued_mb * 2**20))
-        # One thread decodes bodies: a decode is GIL-bound anyway, and one at a time bounds its transient memory.
-        self.parser = ThreadPoolExecutor(1, thread_name_prefix="openvla-serve-parse")
+        self.decoder = Decoder()
         self.loader: threading.Thread | None = None
 
     def _run_batch(self, requests: list[Any], group: Any) -> list[Any]:
@@ -209,19 +205,14 @@ class ServerState:
             raise ProtocolError(503, f"the model failed to load: {self.error}")
         raise ProtocolError(503, "the model is still loading; retry shortly")
 
-    def decode(self, body: bytes, as_msgpack: bool, backend: Any) -> tuple[ActRequest, Any, bool]:
-        """Body -> (request, its group, double-encoded?), on the parse thread. The decoded payload, with any
-        fields the server ignores, is dropped here, so only the request's own arrays wait for the model."""
-        payload, double = (unpack(body), False) if as_msgpack else decode_json(body)
-        request = parse_request(payload)
-        del payload
+    def check(self, request: ActRequest, backend: Any) -> Any:
+        """The request's group (its unnorm key), or 422 for an input the model cannot take; off the event loop."""
         if self.token_cap is not None:
             self.token_cap.check(request.instruction)
         try:
-            group = backend.check(request)
+            return backend.check(request)
         except ValueError as err:
             raise ProtocolError(422, str(err)) from err
-        return request, group, double
 
     async def drain(self, forced: Callable[[], bool] = lambda: False) -> None:
         """On shutdown: refuse new requests, let queued ones start for ``shutdown_drain_s``, answer the rest 503."""
@@ -319,7 +310,7 @@ def create_app(target: Any, settings: ServeSettings | None = None,
             yield
         finally:
             state.batcher.stop()
-            state.parser.shutdown(wait=False, cancel_futures=True)
+            state.decoder.close()
 
     # No API browser on a robot server, but the schema, so clients and fuzzers know /act. No slash redirects:
     # `/act/` is a JSON 404, not a plain-text 307.
@@ -386,8 +377,8 @@ def create_app(target: Any, settings: ServeSettings | None = None,
                 body = await read_body(request, settings.max_body_bytes, hold, settings.body_timeout_s)
                 content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
                 as_msgpack = content_type in MSGPACK_TYPES
-                act_request, group, double = await asyncio.get_running_loop().run_in_executor(
-                    state.parser, state.decode, body, as_msgpack, backend)
+                act_request, group, double = await state.decoder.decode(
+                    body, as_msgpack, lambda r: state.check(r, backend))
                 del body
                 hold.resize(request_nbytes(act_request))
                 try:
