@@ -26,7 +26,7 @@ MODES = ("full", "lora", "frozen-vision", "last-layer", "sandwich")
 
 def one(preset: str, mode: str, batch: int, steps: int) -> dict:
     from openvla import VLA, get_preset
-    from openvla.train.batching import Collator, SampleBuilder
+    from openvla.train.batching import Collator, sample_builder
     from openvla.train.config import TrainConfig
     from openvla.train.modes import apply_mode, count_parameters
     from openvla.train.trainer import make_optimizer
@@ -34,7 +34,7 @@ def one(preset: str, mode: str, batch: int, steps: int) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     vla = VLA.create(get_preset(preset), ["pick up the block"], seed=0)
     rng = np.random.default_rng(0)
-    builder = SampleBuilder(vla.processor, vla.action_tokenizer, vla.config.empty_token_id, 2)
+    builder = sample_builder(vla.processor)
     size = vla.config.image_size
     frames = [{"images": {"image": rng.integers(0, 255, (size, size, 3), dtype=np.uint8)},
                "actions": rng.uniform(-1, 1, (1, 7)), "instruction": "pick up the block"} for _ in range(batch)]

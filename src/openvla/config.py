@@ -12,6 +12,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INCEPTION_MEAN = (0.5, 0.5, 0.5)
 INCEPTION_STD = (0.5, 0.5, 0.5)
+LEGACY_CAMERAS = ["image", "wrist_image"]  # the observation keys of cameras before they were named
 
 
 @dataclass
@@ -58,7 +59,11 @@ class VLAConfig:
     n_action_bins: int = 256
     pad_to_multiple_of: int = 64  # actions occupy the last n_action_bins ids below vocab - this
     empty_token_id: int = 29871  # the lone "▁" the prompt must end with before action tokens
-    center_crop: bool = False  # eval-time centre crop for models trained with random-crop augmentation
+    prompt: str = "In: What action should the robot take to {instruction}?\nOut:"
+    center_crop: bool = False  # trained with random-crop augmentation: inference takes the centre crop
+    # The frame pipeline shared by training and inference (model/processor.py), before the strategy above:
+    frame_resize: str | None = None  # "lanczos": raw frames -> image_size first (our training data); None: released
+    jpeg_quality: int | None = None  # JPEG round trip of raw frames at this quality (None: off)
     action_normalization: str = "bounds_q99"  # or "bounds" (min/max), "normal" (mean/std)
     # OpenVLA-OFT as configuration (all off = OpenVLA): chunks, parallel decoding, L1 head, proprio, cameras
     action_chunk: int = 1  # future actions predicted per call
@@ -68,7 +73,7 @@ class VLAConfig:
     diffusion_steps: int = 50  # diffusion head: DDIM training timesteps, and denoising passes at inference
     proprio_dim: int = 0  # >0 adds a proprio projector token after the image patches
     film: bool = False  # OFT+: every ViT block run is modulated by the instruction (x * (1 + gamma) + beta)
-    num_images: int = 1  # cameras stacked on channels (primary first), 256 more patches each at 224px
+    cameras: list[str] = field(default_factory=lambda: ["image"])  # by name, primary first; stacked on channels
     norm_stats: dict[str, Any] = field(default_factory=dict)
     default_unnorm_key: str | None = None  # the statistics used when none are named (the fine-tuning dataset)
 
@@ -85,10 +90,17 @@ class VLAConfig:
         return sum(v.hidden_size for v in self.vision)
 
     @property
+    def num_images(self) -> int:
+        return len(self.cameras)
+
+    @property
     def num_prefix_tokens(self) -> int:
-        """Tokens spliced after BOS: image patches of every camera, the proprio token, the diffusion timestep."""
+        """Tokens spliced after BOS: image patches of every camera, the proprio token, the head's own tokens
+        (the diffusion head's timestep)."""
+        from openvla.model.heads import head_class
+
         return (self.num_patches * self.num_images + (1 if self.proprio_dim else 0)
-                + (1 if self.action_head == "diffusion" else 0))
+                + head_class(self.action_head).extra_prefix_tokens)
 
     @property
     def action_slots(self) -> int:
@@ -111,11 +123,14 @@ class VLAConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VLAConfig:
+        data = copy.deepcopy(data)
+        if "num_images" in data:  # older configs counted cameras: the primary, then wrist cameras
+            n = int(data.pop("num_images"))
+            data.setdefault("cameras", LEGACY_CAMERAS[:n] + [f"image_{i}" for i in range(len(LEGACY_CAMERAS), n)])
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown VLA config keys {unknown}; valid keys are {sorted(known)}")
-        data = copy.deepcopy(data)
         vision = []
         for v in data.pop("vision"):
             v = dict(v)

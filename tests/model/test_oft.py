@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from openvla import VLA, get_preset
-from openvla.train.batching import Collator, SampleBuilder
+from openvla.train.batching import Collator, sample_builder
 
 TASKS = ["open the drawer", "push the button"]
 STATS = {"toy": {"action": {"q01": [-2.0] * 4, "q99": [2.0] * 4, "mask": [True, True, True, False]},
@@ -20,15 +20,14 @@ def _oft_model(head: str, chunk: int = 4, proprio: int = 3, images: int = 2, que
     for v in cfg.vision:
         v.image_size = 56  # 16 patches per camera keeps this test fast
     cfg.action_dim, cfg.action_chunk, cfg.parallel_decoding = 4, chunk, True
-    cfg.action_head, cfg.proprio_dim, cfg.num_images = head, proprio, images
+    cfg.action_head, cfg.proprio_dim, cfg.cameras = head, proprio, ["image", "wrist"][:images]
     cfg.norm_stats = STATS
     return VLA.create(cfg, TASKS, seed=0)
 
 
 def _data(vla: VLA, n: int = 4):
     rng = np.random.default_rng(0)
-    builder = SampleBuilder(vla.processor, vla.action_tokenizer, vla.config.empty_token_id, 2,
-                            cameras=("image", "wrist"), chunk=vla.config.action_chunk, proprio=True)
+    builder = sample_builder(vla.processor)
     frames = []
     for i in range(n):
         frames.append({"images": {"image": rng.integers(0, 255, (32, 32, 3), dtype=np.uint8),
@@ -107,7 +106,7 @@ def test_autoregressive_chunks_batched_equal_unbatched():
 def test_missing_extra_inputs_are_clear_errors():
     vla = _oft_model("l1")
     img = np.zeros((32, 32, 3), np.uint8)
-    with pytest.raises(ValueError, match="pass wrist_image"):
+    with pytest.raises(ValueError, match="no 'wrist' image"):
         vla.predict_action(image=img, instruction="open the drawer", proprio=np.zeros(3))
     with pytest.raises(ValueError, match="pass proprio"):
         vla.predict_action(image=img, instruction="open the drawer", wrist_image=img)

@@ -25,7 +25,7 @@ def oft_vla() -> VLA:
     for v in cfg.vision:
         v.image_size = 56
     cfg.action_dim, cfg.action_chunk, cfg.parallel_decoding = 4, 4, True
-    cfg.action_head, cfg.proprio_dim, cfg.num_images = "l1", 3, 2
+    cfg.action_head, cfg.proprio_dim, cfg.cameras = "l1", 3, ["image", "wrist_image"]
     cfg.norm_stats = STATS
     return VLA.create(cfg, ["open the drawer"], seed=0).eval()
 
@@ -47,7 +47,7 @@ def test_chunks_wrist_camera_and_state(oft_vla):
         assert resp.status_code == 200, resp.text
         assert np.array_equal(unpack(resp.content)["action"], expected)  # [chunk, D], as in process
 
-        for missing, fragment in (("wrist_image", "wrist camera"), ("state", "proprio state")):
+        for missing, fragment in (("wrist_image", "no 'wrist_image' image"), ("state", "proprio state")):
             body = pack({k: v for k, v in obs.items() if k != missing})
             resp = httpx.post(f"{server.url}/act", content=body, headers=MSGPACK, timeout=30)
             assert resp.status_code == 422 and fragment in resp.json()["error"]

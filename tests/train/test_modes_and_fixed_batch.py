@@ -8,7 +8,7 @@ import torch
 
 from openvla import VLA, get_preset
 from openvla.model.decoding import supports_static_decoding
-from openvla.train.batching import Collator, SampleBuilder
+from openvla.train.batching import Collator, sample_builder
 from openvla.train.config import TrainConfig
 from openvla.train.merge import merge_adapter
 from openvla.train.modes import apply_mode, count_parameters, lora_targets, unused_module_prefixes
@@ -23,7 +23,7 @@ def _model(seed: int = 0) -> VLA:
 
 def _batch(vla: VLA, n: int = 6, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
-    builder = SampleBuilder(vla.processor, vla.action_tokenizer, vla.config.empty_token_id, 2)
+    builder = sample_builder(vla.processor)
     frames = [{"images": {"image": rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)},
                "actions": rng.uniform(-1, 1, (1, 7)).astype(np.float32), "instruction": TASKS[i % 3]}
               for i in range(n)]

@@ -78,6 +78,7 @@ def instantiate(config: VLAConfig, state_dict: dict[str, torch.Tensor], tokenize
 
     with init_empty_weights():
         model = VLA(config, tokenizer)
+    state_dict = VLA.upgrade_state_dict(state_dict)
     if dtype is not None:
         state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
     expected = set(model.state_dict())

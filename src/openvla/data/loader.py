@@ -107,7 +107,7 @@ def frame_seed(seed: int, step: int, slot: int) -> int:
 class FrameBuilder:
     """Builds the training dict of one frame (runs in worker processes)."""
 
-    def __init__(self, datasets: Sequence[LeRobotDataset], normalizers: Sequence[Normalizer], chunk: int,
+    def __init__(self, datasets: Sequence[LeRobotDataset], normalizers: Sequence[Normalizer | None], chunk: int,
                  cameras: Sequence[str], with_state: bool, augment: bool, image_size: int | None):
         self.datasets, self.normalizers = list(datasets), list(normalizers)
         self.chunk, self.cameras, self.with_state = int(chunk), tuple(cameras), with_state
@@ -125,11 +125,14 @@ class FrameBuilder:
             images[cam] = augment_image(img, seed + i) if self.augment else img
         episode, index = ds.location(frame)
         valid = np.arange(frame, frame + self.chunk) < end
-        out: dict[str, Any] = {"images": images, "actions": norm.normalize_actions(ds.actions[idx]),
+        actions = ds.actions[idx]
+        out: dict[str, Any] = {"images": images, "actions": actions if norm is None else norm.normalize_actions(actions),
                                "action_mask": valid, "valid": valid, "instruction": ds.instruction(frame),
-                               "dataset_name": ds.name, "episode_index": episode, "frame_index": index}
+                               "dataset_name": ds.name, "episode_index": episode, "frame_index": index,
+                               "seed": seed}
         if self.with_state:
-            out["state"] = norm.normalize_state(ds.states[frame])
+            state = ds.states[frame]
+            out["state"] = state if norm is None else norm.normalize_state(state)
         return out
 
 
@@ -185,7 +188,8 @@ class Loader:
     """An endless, deterministic iterator of training batches; ``state_dict()`` resumes it exactly.
 
     ``statistics`` maps each dataset's name to the statistics used to normalise it (pass ``statistics=``
-    to use given ones, e.g. a checkpoint's). With ``rank``/``world_size`` each data-parallel rank gets its
+    to use given ones, e.g. a checkpoint's); ``normalization=None`` delivers raw actions and states (a model's
+    processor normalises them in ``frame_transform``). With ``rank``/``world_size`` each data-parallel rank gets its
     own share of the global batch sequence (rank r's step k is global batch k * world_size + r).
     """
 
@@ -194,7 +198,7 @@ class Loader:
                  with_state: bool = False, augment: bool = False, num_workers: int = 2,
                  frame_transform: Callable[[dict], Any] | None = None,
                  collate: Callable[[list], Any] | None = None, image_size: int | None = 224,
-                 normalization: str = "bounds_q99", statistics: dict[str, Any] | None = None,
+                 normalization: str | None = "bounds_q99", statistics: dict[str, Any] | None = None,
                  prefetch_factor: int = 4, rank: int = 0, world_size: int = 1):
         datasets = list(datasets)
         if not datasets:
@@ -221,7 +225,8 @@ class Loader:
         for ds in datasets:
             given = (statistics or {}).get(ds.name)
             self.statistics[ds.name] = given or load_or_compute_statistics(ds)[ds.name]
-        normalizers = [Normalizer(self.statistics[ds.name], normalization) for ds in datasets]
+        normalizers = [None if normalization is None else Normalizer(self.statistics[ds.name], normalization)
+                       for ds in datasets]
         self.datasets = datasets
         self.sampler = FrameSampler([ds.num_frames for ds in datasets], weights, batch_size, seed)
         self.builder = FrameBuilder(datasets, normalizers, chunk, cameras, with_state, augment, image_size)

@@ -35,14 +35,19 @@ class Normalizer:
 
     def _prepare(self, block: dict[str, Any]) -> dict[str, np.ndarray]:
         arr = {k: np.asarray(v, dtype=np.float32) for k, v in block.items() if k != "mask"}
-        dim = arr["mean"].shape[0]
+        exact = {k: np.asarray(v, dtype=np.float64) for k, v in block.items() if k != "mask"}
+        dim = next(iter(arr.values())).shape[0]
         mask = np.asarray(block.get("mask", [True] * dim), dtype=bool)
         if self.mode == "normal":
             low, scale = arr["mean"], arr["std"] + np.float32(1e-8)
+            inverse = (exact["mean"], exact["std"] + 1e-8)
         else:
-            low, high = (arr["q01"], arr["q99"]) if self.mode == "bounds_q99" else (arr["min"], arr["max"])
+            names = ("q01", "q99") if self.mode == "bounds_q99" else ("min", "max")
+            low, high = arr[names[0]], arr[names[1]]
             scale = (high - low + np.float32(1e-8)) / 2
-        return {"mask": mask, "low": low, "scale": scale, "const": arr["min"] == arr["max"], **arr}
+            inverse = (exact[names[0]], exact[names[1]] - exact[names[0]])
+        const = arr["min"] == arr["max"] if "min" in arr and "max" in arr else np.zeros(dim, dtype=bool)
+        return {"mask": mask, "low": low, "scale": scale, "const": const, "inverse": inverse}
 
     def _forward(self, x: np.ndarray, p: dict[str, np.ndarray]) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
@@ -59,15 +64,13 @@ class Normalizer:
         return y.astype(np.float32, copy=False)
 
     def _inverse(self, y: np.ndarray, p: dict[str, np.ndarray]) -> np.ndarray:
-        y = np.asarray(y, dtype=np.float32)
+        """In float64, as the reference un-normalises: ``0.5 (y + 1) (high - low) + low`` or ``y std + mean``."""
+        y = np.asarray(y, dtype=np.float64)
         if y.shape[-1] != p["mask"].shape[0]:
             raise ValueError(f"got {y.shape[-1]} dimensions, statistics have {p['mask'].shape[0]}")
-        if self.mode == "normal":
-            x = y * p["scale"] + p["low"]
-        else:
-            low, high = (p["q01"], p["q99"]) if self.mode == "bounds_q99" else (p["min"], p["max"])
-            x = 0.5 * (y + 1) * (high - low) + low
-        return np.where(p["mask"], x, y).astype(np.float32, copy=False)
+        low, span = p["inverse"]
+        x = y * span + low if self.mode == "normal" else 0.5 * (y + 1) * span + low
+        return np.where(p["mask"], x, y)
 
     def normalize_actions(self, actions: np.ndarray) -> np.ndarray:
         """Actions [..., D] to the model's [-1, 1] range."""

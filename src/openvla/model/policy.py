@@ -46,14 +46,5 @@ class VLAPolicy:
 
     def act_batch(self, observations: list[Observation]) -> list[np.ndarray]:
         """One batched forward pass for several observations (several envs, several robots)."""
-        cfg = self.vla.config
-        extra: dict[str, Any] = {}
-        if cfg.proprio_dim:
-            extra["proprio"] = np.stack([np.asarray(o["state"], dtype=np.float32) for o in observations])
-        if cfg.num_images > 1:
-            extra["wrist_image"] = [o["wrist_image"] for o in observations]
-        actions = self.vla.predict_action(image=[o["image"] for o in observations],
-                                          instruction=[o["instruction"] for o in observations],
-                                          unnorm_key=self.unnorm_key, **extra)
-        dim = self.vla.action_dim_for(self.unnorm_key)
-        return [np.asarray(a, dtype=np.float32).reshape(-1, dim) for a in actions]
+        chunks = self.vla.predict_observations(list(observations), self.unnorm_key)
+        return [np.asarray(c, dtype=np.float32) for c in chunks]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from openvla.model.processor import build_prompt
+from openvla.model.llm_spec import build_prompt
 
 SPECIALS = ["<unk>", "<s>", "</s>", "▁"]  # ids 0..3; "▁" is the empty token before the action tokens
 EMPTY_TOKEN_ID = 3

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +15,9 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from openvla.config import VLAConfig
 from openvla.model.action_tokenizer import ActionTokenizer
 from openvla.model.decoding import bidirectional_hidden, compiled, greedy_decode, supports_static_decoding
-from openvla.model.diffusion import DDIMSchedule, timestep_embedding
-from openvla.model.heads import (
-    DiffusionActionHead,
-    L1RegressionActionHead,
-    NoisyActionProjector,
-    ProprioProjector,
-    VisionFiLM,
-)
+from openvla.model.heads import head_class
+from openvla.model.llm_spec import LLMSpec
+from openvla.model.modules import ProprioProjector, VisionFiLM
 from openvla.model.processor import ImageLike, VLAProcessor
 from openvla.model.projector import Projector
 from openvla.model.vision import VisionBackbone
@@ -30,14 +26,36 @@ IGNORE_INDEX = -100
 
 
 @dataclass
+class ModelInputs:
+    """A batch as the model takes it: prompt (+ action) ids, pixels of every camera, and for training the
+    labels, normalised actions [B, chunk, D] and which chunk steps lie inside their episode."""
+
+    input_ids: torch.Tensor
+    pixel_values: torch.Tensor
+    attention_mask: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+    proprio: torch.Tensor | None = None
+    actions: torch.Tensor | None = None
+    action_mask: torch.Tensor | None = None
+
+
+@dataclass
 class VLAOutput:
-    """What ``VLA.forward`` returns; accuracy and L1 (normalised space) are over action tokens only."""
+    """What ``VLA.forward`` returns: the loss, the head's metrics (normalised space), and the logits or actions
+    the head computed on the way."""
 
     loss: torch.Tensor | None
-    logits: torch.Tensor | None  # None for the L1 head, which never needs vocabulary logits
-    action_accuracy: torch.Tensor | None = None
-    action_l1: torch.Tensor | None = None
-    predicted_actions: torch.Tensor | None = None  # L1 head: normalised [B, chunk, D]
+    logits: torch.Tensor | None = None
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+    predicted_actions: torch.Tensor | None = None  # continuous heads: normalised [B, chunk, D]
+
+    @property
+    def action_accuracy(self) -> torch.Tensor | None:
+        return self.metrics.get("action_accuracy")
+
+    @property
+    def action_l1(self) -> torch.Tensor | None:
+        return self.metrics.get("action_l1")
 
 
 def build_llm(llm: dict[str, Any]) -> nn.Module:
@@ -46,22 +64,6 @@ def build_llm(llm: dict[str, Any]) -> nn.Module:
     model_type = cfg.pop("model_type")
     hf_config = AutoConfig.for_model(model_type, **cfg)
     return AutoModelForCausalLM.from_config(hf_config)
-
-
-def unnormalize_actions(actions: np.ndarray, stats: dict[str, Any], mode: str = "bounds_q99") -> np.ndarray:
-    """Normalised [-1, 1] actions -> robot units; dims with mask False pass through (the gripper)."""
-    mask = np.asarray(stats.get("mask", np.ones(actions.shape[-1], dtype=bool)), dtype=bool)
-    if mode == "bounds_q99":
-        low, high = np.asarray(stats["q01"]), np.asarray(stats["q99"])
-        raw = 0.5 * (actions + 1.0) * (high - low) + low
-    elif mode == "bounds":
-        low, high = np.asarray(stats["min"]), np.asarray(stats["max"])
-        raw = 0.5 * (actions + 1.0) * (high - low) + low
-    elif mode == "normal":
-        raw = actions * np.asarray(stats["std"]) + np.asarray(stats["mean"])
-    else:
-        raise ValueError(f"unknown action normalisation {mode!r}; valid: bounds_q99, bounds, normal")
-    return np.where(mask, raw, actions)
 
 
 class VLA(nn.Module):
@@ -81,26 +83,39 @@ class VLA(nn.Module):
             if not config.parallel_decoding:
                 raise ValueError("film needs parallel_decoding (the instruction must be whole before decoding)")
             self.film = VisionFiLM(config.llm_dim, [(v.hidden_size, v.blocks_run) for v in config.vision])
-        self.noisy_action_projector = None
-        if config.action_head in ("l1", "diffusion") and not config.parallel_decoding:
-            raise ValueError(f"action_head {config.action_head!r} needs parallel_decoding: the head reads all "
-                             "slots at once")
-        if config.action_head == "l1":
-            self.action_head = L1RegressionActionHead(config.llm_dim, config.action_dim)
-        elif config.action_head == "diffusion":
-            if config.action_queries != "zeros":
-                raise ValueError("the diffusion head puts the noisy actions in the slots; action_queries must be "
-                                 "'zeros'")
-            self.action_head = DiffusionActionHead(config.llm_dim, config.action_dim)
-            self.noisy_action_projector = NoisyActionProjector(config.llm_dim)
-            self.diffusion = DDIMSchedule(config.diffusion_steps)
-        elif config.action_head == "tokens":
-            self.action_head = None
-        else:
-            raise ValueError(f"unknown action_head {config.action_head!r}; valid: tokens, l1, diffusion")
+        self.action_head = head_class(config.action_head)(config)
+        self.llm = LLMSpec.from_config(config)
+        if tokenizer is not None:
+            self.llm.check_tokenizer(tokenizer)
         self.action_tokenizer = ActionTokenizer(config.action_vocab_size, config.n_action_bins)
         self.processor = VLAProcessor(config, tokenizer)
         self.compiled_inference = False
+
+    def new_modules(self) -> list[str]:
+        """Modules a pretrained VLM checkpoint lacks (OFT's proprio projector, slot queries, FiLM, the head's
+        own): they train in full in every fine-tuning mode and are never LoRA-wrapped."""
+        own = [n for n in ("proprio_projector", "action_queries", "film") if getattr(self, n) is not None]
+        return own + self.action_head.new_modules()
+
+    def unused_prefixes(self) -> list[str]:
+        """Parameter-name prefixes the loss never reaches: ViT blocks after the feature block, final ViT norms,
+        the SigLIP head, DINOv2's mask token, and whatever the head does not use (e.g. the LM head)."""
+        prefixes = ["vision_backbone.featurizer.embeddings.mask_token", *self.action_head.unused_prefixes()]
+        vb = self.vision_backbone
+        for attr, cfg in (("featurizer", vb.configs[0]), ("fused_featurizer", vb.configs[-1])):
+            vit = getattr(vb, attr)
+            if vit is None:
+                continue
+            layers = "encoder.layer" if hasattr(vit.encoder, "layer") else "encoder.layers"
+            prefixes += [f"vision_backbone.{attr}.{layers}.{i}." for i in range(cfg.blocks_run, cfg.depth)]
+            prefixes += [f"vision_backbone.{attr}.{n}" for n in ("layernorm.", "post_layernorm.", "head.")]
+        return prefixes
+
+    @staticmethod
+    def upgrade_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Key names of older checkpoints -> today's (the diffusion head's projector moved into the head)."""
+        old = "noisy_action_projector."
+        return {("action_head." + k if k.startswith(old) else k): v for k, v in state.items()}
 
     @staticmethod
     def _make_action_queries(config: VLAConfig) -> nn.Parameter | None:
@@ -203,13 +218,7 @@ class VLA(nn.Module):
             prefix = torch.cat([prefix, token[:, None]], dim=1)
         return prefix
 
-    @staticmethod
-    def _with_timestep(prefix: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        """The diffusion head's timestep token [B] (its sinusoidal encoding) after the rest of the prefix."""
-        token = timestep_embedding(timestep, prefix.shape[-1]).to(prefix.dtype)
-        return torch.cat([prefix, token[:, None]], dim=1)
-
-    def _splice(self, embeds: torch.Tensor, prefix: torch.Tensor, attention_mask: torch.Tensor | None,
+    def splice(self, embeds: torch.Tensor, prefix: torch.Tensor, attention_mask: torch.Tensor | None,
                 labels: torch.Tensor | None, slots: torch.Tensor | None = None,
                 slot_inputs: torch.Tensor | None = None,
                 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
@@ -232,7 +241,7 @@ class VLA(nn.Module):
             labels = torch.cat([labels[:, :1], ignore, labels[:, 1:]], dim=1)
         return embeds, attention_mask, labels
 
-    def _bidirectional_mask(self, mask: torch.Tensor | None, embeds: torch.Tensor) -> torch.Tensor:
+    def bidirectional_mask(self, mask: torch.Tensor | None, embeds: torch.Tensor) -> torch.Tensor:
         """A 4-D additive mask letting every token see every non-padding token (OFT parallel decoding)."""
         b, length = embeds.shape[:2]
         keys = mask.bool() if mask is not None else torch.ones(b, length, dtype=torch.bool, device=embeds.device)
@@ -248,59 +257,40 @@ class VLA(nn.Module):
         full = torch.cat([before[:, :1], before.new_zeros((before.shape[0], n)), before[:, 1:]], dim=1)
         return hidden[full].reshape(hidden.shape[0], -1, hidden.shape[-1])
 
+    def encode(self, inputs: ModelInputs, slots: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token embeddings of ``input_ids`` and the prefix (image patches, proprio) spliced after BOS; a FiLM
+        model conditions its vision tower on the prompt's embeddings (``slots`` excluded)."""
+        tokens = self.embed_tokens(inputs.input_ids)
+        language = (self.language_embedding(tokens, inputs.attention_mask, slots) if self.film is not None
+                    else None)
+        return tokens, self.prefix_embeddings(inputs.pixel_values, inputs.proprio, language)
+
+    def slot_states_train(self, inputs: ModelInputs, slot_inputs: torch.Tensor | None = None,
+                          extend_prefix: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """Training pass of a parallel head: one bidirectional pass over the sequence with the action slots
+        (found from the labels) zeroed or holding ``slot_inputs``; the final states that predict each slot."""
+        slots = inputs.labels > self.action_tokenizer.begin_idx
+        tokens, prefix = self.encode(inputs, slots)
+        if extend_prefix is not None:
+            prefix = extend_prefix(prefix)
+        embeds, mask, _ = self.splice(tokens, prefix, inputs.attention_mask, None, slots, slot_inputs)
+        hidden = self.language_model.model(inputs_embeds=embeds, attention_mask=self.bidirectional_mask(mask, embeds),
+                                           use_cache=False).last_hidden_state
+        return self._slot_hidden(hidden, slots)
+
     def forward(self, input_ids: torch.Tensor, pixel_values: torch.Tensor,
                 attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                proprio: torch.Tensor | None = None, actions: torch.Tensor | None = None) -> VLAOutput:
-        """Teacher-forced pass; with labels, the loss (LM cross-entropy, or L1 on ``actions`` for the L1 head)
-        and action metrics (token accuracy, L1 in normalised space)."""
+                proprio: torch.Tensor | None = None, actions: torch.Tensor | None = None,
+                action_mask: torch.Tensor | None = None) -> VLAOutput:
+        """Teacher-forced pass: the head's loss and metrics (normalised space). ``action_mask`` [B, chunk] marks
+        the chunk steps inside their episode; padded steps never count in the loss."""
         if input_ids.shape[0] != pixel_values.shape[0]:
             raise ValueError(f"batch sizes differ: input_ids {input_ids.shape[0]}, "
                              f"pixel_values {pixel_values.shape[0]}")
-        cfg = self.config
-        slots = labels > self.action_tokenizer.begin_idx if (cfg.parallel_decoding and labels is not None) else None
-        continuous = cfg.action_head in ("l1", "diffusion")
-        if continuous and (labels is None or actions is None):
-            raise ValueError(f"the {cfg.action_head} action head trains on labels (to find the action slots) and "
-                             "continuous `actions` [B, chunk, D]")
-        tokens = self.embed_tokens(input_ids)
-        language = self.language_embedding(tokens, attention_mask, slots) if self.film is not None else None
-        prefix = self.prefix_embeddings(pixel_values, proprio, language)
-        slot_inputs = None
-        if cfg.action_head == "diffusion":  # noise the actions at a random timestep per row; predict the noise
-            clean = actions.to(prefix.device).float()
-            timestep = torch.randint(0, cfg.diffusion_steps, (clean.shape[0],), device=prefix.device)
-            noise = torch.randn_like(clean)
-            slot_inputs = self.noisy_action_projector(self.diffusion.add_noise(clean, noise, timestep).to(prefix.dtype))
-            prefix = self._with_timestep(prefix, timestep)
-        embeds, mask, full_labels = self._splice(tokens, prefix, attention_mask, labels, slots, slot_inputs)
-        if cfg.parallel_decoding:
-            mask = self._bidirectional_mask(mask, embeds)
-        if continuous:  # the LM's final hidden states feed the head; no vocabulary logits
-            hidden = self.language_model.model(inputs_embeds=embeds, attention_mask=mask,
-                                               use_cache=False).last_hidden_state
-            pred = self.action_head(self._slot_hidden(hidden, slots))
-            if cfg.action_head == "diffusion":
-                return VLAOutput(loss=(pred.float() - noise).pow(2).mean(), logits=None)
-            loss = (pred.float() - actions.to(pred.device).float()).abs().mean()
-            return VLAOutput(loss=loss, logits=None, action_l1=loss.detach(), predicted_actions=pred)
-        out = self.language_model(inputs_embeds=embeds, attention_mask=mask, labels=full_labels, use_cache=False)
-        acc = l1 = None
-        if labels is not None:
-            acc, l1 = self._action_metrics(out.logits, labels, prefix.shape[1])
-        return VLAOutput(loss=out.loss, logits=out.logits, action_accuracy=acc, action_l1=l1)
-
-    @torch.no_grad()
-    def _action_metrics(self, logits: torch.Tensor, labels: torch.Tensor, num_prefix: int):
-        """Token accuracy and L1 between decoded bins, over action-token labels only (EOS excluded)."""
-        preds = logits[:, num_prefix:-1].argmax(-1)
-        gt = labels[:, 1:]
-        mask = gt > self.action_tokenizer.begin_idx
-        if not mask.any():
-            return None, None
-        acc = (preds[mask] == gt[mask]).float().mean()
-        tok = self.action_tokenizer
-        l1 = (tok.decode_torch(preds[mask]) - tok.decode_torch(gt[mask])).abs().mean().float()
-        return acc, l1
+        inputs = ModelInputs(input_ids, pixel_values, attention_mask, labels, proprio, actions, action_mask)
+        out = self.action_head.loss(self, inputs)
+        return VLAOutput(loss=out.loss, logits=out.logits, metrics=out.metrics, predicted_actions=out.predicted_actions)
 
     # ------------------------------------------------------------------------------------- inference
     def resolve_unnorm_key(self, unnorm_key: str | None) -> str | None:
@@ -328,12 +318,12 @@ class VLA(nn.Module):
 
         Each row ends with the empty token; positions come from the mask, so padding is invisible.
         """
-        empty = self.config.empty_token_id
+        empty = self.llm.empty_token_id
         rows = [list(p) if p[-1] == empty else [*p, empty] for p in prompts]
         length = max(len(r) for r in rows)
         if all(len(r) == length for r in rows):
             return torch.tensor(rows, dtype=torch.long), None
-        pad = int(self.config.llm.get("pad_token_id") or 0)
+        pad = self.llm.pad_token_id
         ids = torch.tensor([[r[0]] + [pad] * (length - len(r)) + r[1:] for r in rows], dtype=torch.long)
         mask = torch.tensor([[1] + [0] * (length - len(r)) + [1] * (len(r) - 1) for r in rows], dtype=torch.long)
         return ids, mask
@@ -347,7 +337,7 @@ class VLA(nn.Module):
         device = self.device
         prefix = self.prefix_embeddings(pixel_values.to(device), None if proprio is None else proprio.to(device))
         mask = attention_mask.to(device) if attention_mask is not None else None
-        embeds, mask, _ = self._splice(self.embed_tokens(input_ids.to(device)), prefix, mask, None)
+        embeds, mask, _ = self.splice(self.embed_tokens(input_ids.to(device)), prefix, mask, None)
         lm = self.language_model
         if supports_static_decoding(lm):
             return greedy_decode(lm, embeds, mask, num_tokens, compile=self.compiled_inference)
@@ -355,94 +345,67 @@ class VLA(nn.Module):
                           min_new_tokens=num_tokens, do_sample=False, pad_token_id=0)
         return out[:, -num_tokens:]
 
+    def parallel_runner(self, inputs: ModelInputs, n_slots: int) -> ParallelPass:
+        """The inference pass of a parallel head over the prompts with ``n_slots`` action slots and EOS
+        appended; call it (once, or once per denoising step) for the final states that predict each slot."""
+        return ParallelPass(self, inputs, n_slots)
+
     @torch.inference_mode()
+    def slot_states(self, inputs: ModelInputs, n_slots: int) -> torch.Tensor:
+        """One parallel pass with zero (or learned) slots: [B, n_slots, H]."""
+        return self.parallel_runner(inputs, n_slots)()
+
+    @torch.inference_mode()
+    def sample_actions(self, inputs: ModelInputs, action_dim: int | None = None) -> np.ndarray:
+        """The head's normalised actions [B, chunk, D] for packed prompts (``pack_prompts``)."""
+        device = self.device
+        moved = ModelInputs(inputs.input_ids.to(device), inputs.pixel_values.to(device),
+                            None if inputs.attention_mask is None else inputs.attention_mask.to(device),
+                            proprio=None if inputs.proprio is None else inputs.proprio.to(device))
+        return self.action_head.sample(self, moved, action_dim or self.config.action_dim)
+
     def parallel_decode(self, input_ids: torch.Tensor, pixel_values: torch.Tensor,
                         attention_mask: torch.Tensor | None, proprio: torch.Tensor | None = None) -> torch.Tensor:
-        """OFT: one bidirectional pass over zero-embedded action slots -> normalised actions [B, chunk, D]; the
-        diffusion head makes ``diffusion_steps`` passes, denoising the actions in the slots."""
-        cfg = self.config
-        device = self.device
-        b, n_slots = input_ids.shape[0], cfg.action_slots
-        placeholder = input_ids.new_full((b, n_slots), self.action_tokenizer.begin_idx + 1)
-        eos = input_ids.new_full((b, 1), int(cfg.llm.get("eos_token_id", 2)))
-        ids = torch.cat([input_ids, placeholder, eos], dim=1).to(device)
-        slots = torch.zeros_like(ids, dtype=torch.bool)
-        slots[:, -1 - n_slots:-1] = True
-        mask = None
-        if attention_mask is not None:
-            mask = torch.cat([attention_mask, attention_mask.new_ones((b, n_slots + 1))], dim=1).to(device)
-        tokens = self.embed_tokens(ids)
-        language = self.language_embedding(tokens, mask, slots) if self.film is not None else None
-        prefix = self.prefix_embeddings(pixel_values.to(device), None if proprio is None else proprio.to(device),
-                                        language)
-        lm = self.language_model
-        fast = supports_static_decoding(lm)
-        run = compiled(bidirectional_hidden, True) if (fast and self.compiled_inference) else bidirectional_hidden
+        """OFT: normalised actions [B, chunk, D] from the head's parallel pass(es)."""
+        return torch.from_numpy(self.sample_actions(ModelInputs(input_ids, pixel_values, attention_mask,
+                                                                proprio=proprio)))
 
-        def slot_states(prefix: torch.Tensor, slot_inputs: torch.Tensor | None = None) -> torch.Tensor:
-            """Final hidden states at the positions that predict each slot (the one before it, OFT's alignment)."""
-            embeds, full_mask, _ = self._splice(tokens, prefix, mask, None, slots, slot_inputs)
-            if fast:
-                hidden = run(lm, embeds, full_mask, keep_last=n_slots + 2)
-            else:
-                position_ids = (full_mask.cumsum(-1) - 1).clamp(min=0) if full_mask is not None else None
-                hidden = lm.model(inputs_embeds=embeds, attention_mask=self._bidirectional_mask(full_mask, embeds),
-                                  position_ids=position_ids, use_cache=False).last_hidden_state
-            return hidden[:, -2 - n_slots:-2]
+    def predict_observations(self, observations: list[dict[str, Any]], unnorm_key: str | None = None
+                             ) -> np.ndarray:
+        """Observations (cameras by name, ``instruction``, raw ``state``) -> action chunks [B, chunk, D] in
+        robot units. The processor maps inputs and outputs exactly as in training."""
+        key = self.resolve_unnorm_key(unnorm_key)
+        prompts, pixel_values, proprio = self.processor.observations_to_inputs(observations, key)
+        return self._predict(prompts, pixel_values, proprio, key)
 
-        if cfg.action_head == "diffusion":  # DDIM from one fixed-seed noise: the same inputs, the same actions
-            seed = torch.Generator(device=device).manual_seed(0)
-            sample = torch.randn(cfg.action_chunk, cfg.action_dim, generator=seed, device=device).expand(b, -1, -1)
-            steps = cfg.diffusion_steps
-            for t in self.diffusion.timesteps(steps):
-                timestep = torch.full((b,), t, device=device)
-                hidden = slot_states(self._with_timestep(prefix, timestep),
-                                     self.noisy_action_projector(sample.to(prefix.dtype)))
-                sample = self.diffusion.step(self.action_head(hidden).float(), t, steps, sample)
-            return sample.clamp(-1, 1).cpu()
-        hidden = slot_states(prefix)
-        if cfg.action_head == "l1":
-            return self.action_head(hidden).float().clamp(-1, 1).cpu()
-        logits = lm.lm_head(hidden)
-        normalized = self.action_tokenizer.decode(logits.argmax(-1))
-        return torch.from_numpy(normalized).reshape(b, cfg.action_chunk, cfg.action_dim)
-
-    def normalize_proprio(self, proprio: np.ndarray | torch.Tensor, unnorm_key: str | None) -> torch.Tensor:
-        """Raw proprio [B, P] -> [-1, 1] with the dataset's q01/q99 (clipped), as OFT does."""
-        arr = np.asarray(proprio, dtype=np.float64).reshape(-1, self.config.proprio_dim)
-        stats = self.norm_stats.get(unnorm_key, {}).get("proprio") if unnorm_key else None
-        if stats is not None:
-            low, high = np.asarray(stats["q01"]), np.asarray(stats["q99"])
-            arr = np.clip(2 * (arr - low) / (high - low + 1e-8) - 1, -1, 1)
-        return torch.from_numpy(arr.astype(np.float32))
+    def _predict(self, prompts: list[list[int]], pixel_values: torch.Tensor, proprio: torch.Tensor | None,
+                 key: str | None) -> np.ndarray:
+        if len(prompts) != pixel_values.shape[0]:
+            raise ValueError(f"got {pixel_values.shape[0]} images for {len(prompts)} prompts")
+        ids, mask = self.pack_prompts(prompts)
+        normalized = self.sample_actions(ModelInputs(ids, pixel_values, mask, proprio=proprio),
+                                         self.action_dim_for(key))
+        return self.processor.to_robot_actions(normalized, key)
 
     def predict_action(self, pixel_values: torch.Tensor | None = None, input_ids: torch.Tensor | None = None,
                        attention_mask: torch.Tensor | None = None, unnorm_key: str | None = None,
                        image: ImageLike | list[ImageLike] | None = None,
                        instruction: str | list[str] | None = None,
                        wrist_image: ImageLike | list[ImageLike] | None = None,
-                       proprio: np.ndarray | torch.Tensor | None = None, **_: Any) -> np.ndarray:
+                       proprio: np.ndarray | torch.Tensor | None = None,
+                       images: dict[str, Any] | list[dict[str, Any]] | None = None, **_: Any) -> np.ndarray:
         """Actions in robot units: [D] for one input, [B, D] for a batch; with action chunks, [chunk, D] and
         [B, chunk, D].
 
-        Give either ``image`` + ``instruction`` (the processor runs) or ``pixel_values`` + ``input_ids``.
-        ``wrist_image`` and ``proprio`` (raw units) are for models configured to take them.
+        Give ``image`` (and, for more cameras, ``images`` by camera name or ``wrist_image``) + ``instruction``
+        (the processor runs), or ``pixel_values`` + ``input_ids``. ``proprio`` is in raw units.
         """
-        cfg = self.config
         key = self.resolve_unnorm_key(unnorm_key)
-        if image is not None:
+        if image is not None or images is not None:
             if instruction is None:
                 raise ValueError("predict_action(image=...) needs an instruction")
-            single = not isinstance(image, list | tuple)
-            images = [image] if single else list(image)
-            batch = self.processor(instruction, images)
-            prompts, pixel_values = batch["input_ids"], batch["pixel_values"]
-            if cfg.num_images > 1:
-                if wrist_image is None:
-                    raise ValueError(f"this model takes {cfg.num_images} cameras; pass wrist_image")
-                wrists = [wrist_image] if single else list(wrist_image)
-                extra = torch.stack([self.processor.preprocess_image(w) for w in wrists])
-                pixel_values = torch.cat([pixel_values, extra], dim=1)
+            observations, single = _observations(image, instruction, wrist_image, images, proprio)
+            prompts, pixel_values, state = self.processor.observations_to_inputs(observations, key)
         else:
             if pixel_values is None or input_ids is None:
                 raise ValueError("predict_action needs image + instruction, or pixel_values + input_ids")
@@ -451,21 +414,80 @@ class VLA(nn.Module):
             if input_ids.ndim == 1:
                 input_ids = input_ids[None]
             single = input_ids.shape[0] == 1
-            prompts = [row[m.bool()].tolist() if attention_mask is not None else row.tolist()
-                       for row, m in zip(input_ids, attention_mask if attention_mask is not None else input_ids,
-                                         strict=True)]
-        if len(prompts) != pixel_values.shape[0]:
-            raise ValueError(f"got {pixel_values.shape[0]} images for {len(prompts)} prompts")
-        state = self.normalize_proprio(proprio, key) if (cfg.proprio_dim and proprio is not None) else None
-        ids, mask = self.pack_prompts(prompts)
-        if cfg.parallel_decoding:
-            normalized = self.parallel_decode(ids, pixel_values, mask, state).numpy().astype(np.float64)
-        else:
-            dim = self.action_dim_for(key)
-            token_ids = self.generate_action_ids(ids, pixel_values, mask, dim * cfg.action_chunk, state)
-            normalized = self.action_tokenizer.decode(token_ids)
-            if cfg.action_chunk > 1:
-                normalized = normalized.reshape(len(prompts), cfg.action_chunk, dim)
-        actions = normalized if key is None else unnormalize_actions(
-            normalized, self.norm_stats[key]["action"], cfg.action_normalization)
+            masks = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+            prompts = [row[m.bool()].tolist() for row, m in zip(input_ids, masks, strict=True)]
+            state = None
+            if self.config.proprio_dim and proprio is not None:
+                rows = np.asarray(proprio, dtype=np.float32).reshape(len(prompts), -1)
+                state = torch.from_numpy(np.stack([self.processor.normalize_proprio(r, key) for r in rows]))
+        actions = self._predict(prompts, pixel_values, state, key)
+        if self.config.action_chunk == 1:
+            actions = actions[:, 0]
         return actions[0] if single else actions
+
+
+def _observations(image: Any, instruction: str | list[str], wrist_image: Any, images: Any, proprio: Any
+                  ) -> tuple[list[dict[str, Any]], bool]:
+    """``predict_action``'s keyword inputs -> one observation per row, and whether the call was unbatched."""
+    single = not isinstance(image if image is not None else images, list | tuple)
+
+    def rows(value: Any, n: int) -> list[Any]:
+        if value is None:
+            return [None] * n
+        return [value] if single else list(value)
+
+    n = 1 if single else len(image if image is not None else images)
+    texts = [instruction] * n if isinstance(instruction, str) else list(instruction)
+    if len(texts) != n:
+        raise ValueError(f"got {n} images for {len(texts)} instructions")
+    states = rows(None if proprio is None else (proprio if single else list(np.asarray(proprio))), n)
+    out = []
+    for img, wrist, named, text, state in zip(rows(image, n), rows(wrist_image, n), rows(images, n), texts, states,
+                                              strict=True):
+        obs = {"instruction": text, "images": dict(named or {})}
+        if img is not None:
+            obs["image"] = img
+        if wrist is not None:
+            obs["wrist_image"] = wrist
+        if state is not None:
+            obs["state"] = state
+        out.append(obs)
+    return out, single
+
+
+class ParallelPass:
+    """A bidirectional pass over prompt + action slots + EOS whose prefix and token embeddings are built once;
+    each call runs the LM with the given slot inputs (the diffusion head calls it once per denoising step)."""
+
+    def __init__(self, vla: VLA, inputs: ModelInputs, n_slots: int) -> None:
+        ids, mask = inputs.input_ids, inputs.attention_mask
+        b = ids.shape[0]
+        placeholder = ids.new_full((b, n_slots), vla.action_tokenizer.begin_idx + 1)
+        eos = ids.new_full((b, 1), vla.llm.eos_token_id)
+        ids = torch.cat([ids, placeholder, eos], dim=1)
+        self.slots = torch.zeros_like(ids, dtype=torch.bool)
+        self.slots[:, -1 - n_slots:-1] = True
+        self.mask = None if mask is None else torch.cat([mask, mask.new_ones((b, n_slots + 1))], dim=1)
+        self.vla, self.n_slots = vla, n_slots
+        self.tokens, self.prefix = vla.encode(ModelInputs(ids, inputs.pixel_values, self.mask,
+                                                          proprio=inputs.proprio), self.slots)
+        self.dtype = self.prefix.dtype
+        lm = vla.language_model
+        self.fast = supports_static_decoding(lm)
+        self.run = (compiled(bidirectional_hidden, True) if (self.fast and vla.compiled_inference)
+                    else bidirectional_hidden)
+
+    def __call__(self, slot_inputs: torch.Tensor | None = None,
+                 extend_prefix: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """Final hidden states at the positions that predict each slot (the one before it, OFT's alignment)."""
+        vla, n = self.vla, self.n_slots
+        prefix = self.prefix if extend_prefix is None else extend_prefix(self.prefix)
+        embeds, full_mask, _ = vla.splice(self.tokens, prefix, self.mask, None, self.slots, slot_inputs)
+        lm = vla.language_model
+        if self.fast:
+            hidden = self.run(lm, embeds, full_mask, keep_last=n + 2)
+        else:
+            position_ids = (full_mask.cumsum(-1) - 1).clamp(min=0) if full_mask is not None else None
+            hidden = lm.model(inputs_embeds=embeds, attention_mask=vla.bidirectional_mask(full_mask, embeds),
+                              position_ids=position_ids, use_cache=False).last_hidden_state
+        return hidden[:, -2 - n:-2]

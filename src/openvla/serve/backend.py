@@ -24,14 +24,15 @@ class Backend(Protocol):
 
 
 class VLABackend:
-    """A VLA: requests sharing an unnorm key run as one ``predict_action`` call."""
+    """A VLA: requests sharing an unnorm key run as one batched call; the model's processor maps each request
+    (its cameras by name, instruction, raw state) to model inputs exactly as in training."""
 
     def __init__(self, vla: Any, unnorm_key: str | None = None) -> None:
         self.vla = vla.eval()
         cfg = vla.config
-        self.takes_wrist = int(getattr(cfg, "num_images", 1) or 1) > 1
-        self.proprio_dim = int(getattr(cfg, "proprio_dim", 0) or 0)
-        self.chunk_length = int(getattr(cfg, "action_chunk", 1) or 1)
+        self.cameras = list(cfg.cameras)
+        self.proprio_dim = int(cfg.proprio_dim or 0)
+        self.chunk_length = int(cfg.action_chunk or 1)
         self.default_key = unnorm_key
         if unnorm_key is not None:
             vla.resolve_unnorm_key(unnorm_key)  # fail at start-up on a wrong --unnorm-key
@@ -39,8 +40,7 @@ class VLABackend:
     def check(self, request: ActRequest) -> str | None:
         key = self.vla.resolve_unnorm_key(request.unnorm_key if request.unnorm_key is not None
                                           else self.default_key)
-        if self.takes_wrist and request.wrist_image is None:
-            raise ValueError("this model takes a wrist camera: send 'wrist_image' (uint8 HxWx3)")
+        self.vla.processor.camera_frames(request.observation())  # every camera the model takes, by name
         if self.proprio_dim:
             if request.state is None:
                 raise ValueError(f"this model takes a {self.proprio_dim}-D proprio state: send 'state'")
@@ -49,15 +49,9 @@ class VLABackend:
         return key
 
     def predict(self, requests: list[ActRequest], group: str | None) -> list[np.ndarray]:
-        extra: dict[str, Any] = {}
-        if self.takes_wrist:
-            extra["wrist_image"] = [r.wrist_image for r in requests]
-        if self.proprio_dim:
-            extra["proprio"] = np.stack([r.state for r in requests])
-        actions = self.vla.predict_action(image=[r.image for r in requests],
-                                          instruction=[r.instruction for r in requests],
-                                          unnorm_key=group, **extra)
-        return [np.asarray(a) for a in actions]
+        chunks = self.vla.predict_observations([r.observation() for r in requests], group)
+        # A one-step chunk [1, D] goes out as a single action [D], as the reference server sends it.
+        return [c[0] if self.chunk_length == 1 else c for c in chunks]
 
     def warm_up(self) -> None:
         """One prediction on a blank frame: compiles kernels and proves the checkpoint works end to end."""
@@ -66,15 +60,15 @@ class VLABackend:
         key = self.default_key or (keys[0] if keys else None)
         blank = np.zeros((size, size, 3), np.uint8)
         state = np.zeros(self.proprio_dim, np.float32) if self.proprio_dim else None
-        request = ActRequest(blank, "warm up", key, blank if self.takes_wrist else None, state)
+        request = ActRequest(blank, "warm up", key, None, state, images={c: blank for c in self.cameras})
         self.predict([request], self.check(request))
 
     def metadata(self) -> dict[str, Any]:
         cfg = self.vla.config
         keys = sorted(self.vla.norm_stats)
-        default = self.default_key or (keys[0] if len(keys) == 1 else None)
-        inputs = ["image", "instruction"] + (["wrist_image"] if self.takes_wrist else []) + (
-            ["state"] if self.proprio_dim else [])
+        default = self.default_key or cfg.default_unnorm_key or (keys[0] if len(keys) == 1 else None)
+        # Cameras after the first go by name, at the top level or under "images" (the first may be "image").
+        inputs = ["image", "instruction", *self.cameras[1:]] + (["state"] if self.proprio_dim else [])
         return {
             "model": cfg.name,
             "action_dim": self.vla.action_dim_for(default),
@@ -83,6 +77,7 @@ class VLABackend:
             "unnorm_keys": keys,
             "default_unnorm_key": default,
             "image_size": cfg.image_size,
+            "cameras": self.cameras,
             "inputs": inputs,
             "proprio_dim": self.proprio_dim,
         }

@@ -19,6 +19,7 @@ import numpy as np
 
 MAX_INSTRUCTION_CHARS = 2000
 MAX_STATE_SIZE = 4096
+MAX_CAMERAS = 16
 MAX_ARRAY_DIMS = 8
 MAX_ARRAY_SIDE = 2**20  # no image or state side is longer; bigger claims (even of zero-size arrays) are refused
 _DTYPE_PATTERN = re.compile(r"^[<>|=]?(b1|\?|[iu][1248]|f[248])$|^(bool|u?int(8|16|32|64)|float(16|32|64))$")
@@ -149,15 +150,20 @@ def decode_json(body: bytes) -> tuple[Any, bool]:
 class ActRequest:
     """One validated observation: RGB images as uint8 HxWx3, proprio state as float32 [P]."""
 
-    image: np.ndarray
+    image: np.ndarray | None
     instruction: str
     unnorm_key: str | None = None
     wrist_image: np.ndarray | None = None
     state: np.ndarray | None = None
+    images: dict[str, np.ndarray] | None = None  # cameras by name (a model trained on N cameras takes N)
 
     def observation(self) -> dict[str, Any]:
         """The ``Policy`` observation dict (optional keys only when present)."""
-        obs: dict[str, Any] = {"image": self.image, "instruction": self.instruction}
+        obs: dict[str, Any] = {"instruction": self.instruction}
+        if self.image is not None:
+            obs["image"] = self.image
+        if self.images:
+            obs["images"] = self.images
         if self.wrist_image is not None:
             obs["wrist_image"] = self.wrist_image
         if self.state is not None:
@@ -220,8 +226,13 @@ def parse_request(payload: Any) -> ActRequest:
         raise ProtocolError(422, f"the body must be an object with 'image' and 'instruction', got "
                                  f"{describe(payload)}")
     image = payload.get("image", payload.get("full_image"))  # OFT clients call it full_image
-    if image is None:
-        raise ProtocolError(422, "missing 'image' (uint8 HxWx3 array)")
+    images = payload.get("images")
+    if images is not None and (not isinstance(images, dict) or len(images) > MAX_CAMERAS
+                               or not all(isinstance(k, str) for k in images)):
+        raise ProtocolError(422, f"'images' must map camera names to uint8 HxWx3 arrays (at most {MAX_CAMERAS}), "
+                                 f"got {describe(images)}")
+    if image is None and not images:
+        raise ProtocolError(422, "missing 'image' (uint8 HxWx3 array), or 'images' by camera name")
     instruction = payload.get("instruction")
     if not isinstance(instruction, str):
         raise ProtocolError(422, f"'instruction' must be a string, got {describe(instruction)}")
@@ -238,7 +249,8 @@ def parse_request(payload: Any) -> ActRequest:
     wrist = payload.get("wrist_image")
     state = payload.get("state", payload.get("proprio"))
     return ActRequest(
-        image=check_image(image, "image"),
+        image=None if image is None else check_image(image, "image"),
+        images=None if not images else {k: check_image(v, f"images[{k!r}]") for k, v in images.items()},
         instruction=instruction,
         unnorm_key=unnorm_key,
         wrist_image=None if wrist is None else check_image(wrist, "wrist_image"),

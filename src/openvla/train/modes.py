@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from torch import nn
 
 MODES = ("full", "lora", "frozen-vision", "last-layer", "sandwich")
-NEW_MODULES = ("action_head", "proprio_projector", "action_queries", "film", "noisy_action_projector")
 
 
 @dataclass
@@ -27,27 +26,14 @@ def _last_layer_modules(model: nn.Module) -> list[nn.Module]:
 
 
 def unused_module_prefixes(model: nn.Module) -> list[str]:
-    """Parameters that never see gradients: ViT blocks after the feature block, final ViT norms, the SigLIP
-    head, DINOv2's mask token, and the LM head when a continuous head (L1, diffusion) makes the actions."""
-    prefixes = ["vision_backbone.featurizer.embeddings.mask_token"]
-    if model.config.action_head in ("l1", "diffusion"):
-        prefixes.append("language_model.lm_head.")
-    vb = model.vision_backbone
-    for attr, cfg in (("featurizer", vb.configs[0]), ("fused_featurizer", vb.configs[-1])):
-        vit = getattr(vb, attr)
-        if vit is None:
-            continue
-        layers = "encoder.layer" if hasattr(vit.encoder, "layer") else "encoder.layers"
-        first_unused = cfg.blocks_run
-        prefixes += [f"vision_backbone.{attr}.{layers}.{i}." for i in range(first_unused, cfg.depth)]
-        prefixes += [f"vision_backbone.{attr}.{n}" for n in ("layernorm.", "post_layernorm.", "head.")]
-    return prefixes
+    """Parameters that never see gradients (the model says which: ``VLA.unused_prefixes``)."""
+    return model.unused_prefixes()
 
 
 def lora_targets(model: nn.Module) -> list[str]:
     """Every nn.Linear the forward pass uses (LLM incl. lm_head, projector, ViT blocks up to the feature block),
     except OFT's new modules, which train in full."""
-    skip = tuple(unused_module_prefixes(model)) + tuple(f"{name}." for name in NEW_MODULES)
+    skip = tuple(unused_module_prefixes(model)) + tuple(f"{name}." for name in model.new_modules())
     return [name for name, m in model.named_modules()
             if isinstance(m, nn.Linear) and not (name + ".").startswith(skip)]
 
@@ -86,10 +72,8 @@ def apply_mode(model: nn.Module, mode: str, lora: LoraSettings | None = None) ->
 def _train_new_modules(model: nn.Module) -> None:
     """OFT's modules that a pretrained checkpoint lacks (action head, proprio projector, slot queries, FiLM)
     train in full in every mode, as OFT trains them beside LoRA."""
-    for name in NEW_MODULES:
-        module = getattr(model, name, None)
-        if module is not None:
-            module.requires_grad_(True)
+    for name in model.new_modules():
+        getattr(model, name).requires_grad_(True)  # a module, or the slot queries' Parameter
 
 
 def _freeze_unused(model: nn.Module) -> None:

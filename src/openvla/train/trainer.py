@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from openvla.config import get_preset
 from openvla.model.vla import VLA
-from openvla.train.batching import Collator, SampleBuilder
+from openvla.train.batching import Collator, sample_builder
 from openvla.train.checkpointing import load_checkpoint, save_checkpoint
 from openvla.train.config import TrainConfig
 from openvla.train.distributed import DistEnv, all_mean, barrier, init_distributed, unwrap, wrap_model
@@ -22,7 +22,7 @@ from openvla.train.metrics import MetricsLogger, plot_curves, truncate_metrics
 from openvla.train.modes import LoraSettings, apply_mode, count_parameters
 from openvla.train.resume import check_model_unchanged, prepare_resume
 
-MODEL_INPUTS = ("input_ids", "pixel_values", "attention_mask", "labels", "proprio", "actions")
+MODEL_INPUTS = ("input_ids", "pixel_values", "attention_mask", "labels", "proprio", "actions", "action_mask")
 
 
 class NonFiniteLoss(RuntimeError):
@@ -42,7 +42,12 @@ def build_model(cfg: TrainConfig, datasets: list[Any], tokenizer_dir: Path | Non
     """From a checkpoint, or a preset with random weights and a tokenizer trained on the data's tasks
     (or the one saved in ``tokenizer_dir`` by the run being resumed)."""
     if cfg.checkpoint:
-        return VLA.from_pretrained(cfg.checkpoint, dtype=torch.float32)
+        vla = load_base(cfg)
+        if len(vla.config.cameras) != len(cfg.cameras):
+            raise ValueError(f"the checkpoint takes {len(vla.config.cameras)} camera(s) {vla.config.cameras}; "
+                             f"`cameras` names {len(cfg.cameras)}: {cfg.cameras}")
+        set_data_pipeline(vla.config, cfg)
+        return vla
     if not cfg.preset:
         raise ValueError("set either `preset` (train from scratch) or `checkpoint` (fine-tune)")
     config = get_preset(cfg.preset)
@@ -53,7 +58,7 @@ def build_model(cfg: TrainConfig, datasets: list[Any], tokenizer_dir: Path | Non
         setattr(config, key, value)
     if config.proprio_dim == -1:  # "take the data's proprio size"
         config.proprio_dim = datasets[0].state_dim or 0
-    config.num_images = len(cfg.cameras)
+    set_data_pipeline(config, cfg)
     if tokenizer_dir is not None and tokenizer_dir.exists():
         from openvla.checkpoint.common import load_tokenizer
 
@@ -61,6 +66,54 @@ def build_model(cfg: TrainConfig, datasets: list[Any], tokenizer_dir: Path | Non
         return VLA(config, load_tokenizer(tokenizer_dir))
     tasks = sorted({t for d in datasets for t in d.tasks})
     return VLA.create(config, tasks, seed=cfg.seed)
+
+
+def set_data_pipeline(config: Any, cfg: TrainConfig) -> None:
+    """The processor settings that training on raw dataset frames implies, saved with the model so inference
+    prepares frames the same way: the dataset's camera names, a Lanczos resize of each frame to the model's size
+    (as the reference's data pipeline and its evaluation do) and, after random-crop augmentation, the centre
+    crop at inference."""
+    config.cameras = list(cfg.cameras)
+    config.frame_resize = "lanczos"
+    config.center_crop = bool(cfg.augment)
+
+
+def base_dtype(cfg: TrainConfig) -> torch.dtype | None:
+    """The dtype the base checkpoint loads in: fp32 or bf16 as asked; ``auto`` takes bf16 on a GPU and keeps the
+    checkpoint's own on a CPU (a bf16 release stays bf16, memory-mapped). FSDP shards one dtype: float32."""
+    if cfg.precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"unknown precision {cfg.precision!r}; valid: auto, fp32, bf16")
+    if cfg.precision != "auto":
+        return torch.float32 if cfg.precision == "fp32" else torch.bfloat16
+    if cfg.strategy == "fsdp":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_available() else None
+
+
+def load_base(cfg: TrainConfig) -> VLA:
+    """The checkpoint to fine-tune in ``base_dtype``; with ``quantize_base`` (LoRA only) its language model's
+    linears become bitsandbytes 4-bit NF4 or 8-bit weights, quantised one at a time (QLoRA)."""
+    vla = VLA.from_pretrained(cfg.checkpoint, dtype=base_dtype(cfg))
+    if cfg.quantize_base:
+        if cfg.quantize_base not in ("bnb4", "bnb8"):
+            raise ValueError(f"unknown quantize_base {cfg.quantize_base!r}; valid: bnb4 (NF4), bnb8, null")
+        if cfg.mode != "lora":
+            raise ValueError("quantize_base needs mode=lora: quantised weights stay frozen, the adapters train")
+        from openvla.model.quantize import quantize_bnb
+
+        quantize_bnb(vla, int(cfg.quantize_base[3:]))
+    return vla
+
+
+def train_in_float32(model: nn.Module) -> bool:
+    """Trainable parameters (adapters, new heads, fully trained weights) become float32, as does their
+    optimiser state; the frozen base keeps its dtype. Returns whether the model held bf16 weights, which
+    then run under bf16 autocast."""
+    half = any(p.dtype == torch.bfloat16 for p in model.parameters())
+    for p in model.parameters():
+        if p.requires_grad and p.is_floating_point() and p.dtype != torch.float32:
+            p.data = p.data.float()
+    return half
 
 
 def check_compatible(vla: VLA, datasets: list[Any], cfg: TrainConfig) -> None:
@@ -107,14 +160,12 @@ def make_training_loader(vla: VLA, datasets: list[Any], cfg: TrainConfig, env: D
     from openvla.data.loader import make_loader
 
     mc = vla.config
-    builder = SampleBuilder(vla.processor, vla.action_tokenizer, mc.empty_token_id,
-                            int(mc.llm.get("eos_token_id", 2)), cameras=tuple(cfg.cameras),
-                            chunk=mc.action_chunk, proprio=mc.proprio_dim > 0)
+    # The loader delivers raw frames, actions and states; the model's processor does the rest in the workers.
     return make_loader(datasets, weights=cfg.weights, batch_size=cfg.batch_size, seed=cfg.seed,
                        rank=env.rank, world_size=env.world_size,
                        chunk=mc.action_chunk, cameras=tuple(cfg.cameras), with_state=mc.proprio_dim > 0,
-                       augment=cfg.augment, num_workers=cfg.num_workers, frame_transform=builder,
-                       collate=Collator(vla.tokenizer.pad_token_id), image_size=mc.image_size)
+                       num_workers=cfg.num_workers, frame_transform=sample_builder(vla.processor, cfg.augment),
+                       collate=Collator(vla.llm.pad_token_id), image_size=None, normalization=None)
 
 
 # ------------------------------------------------------------------------------------------- the loop
@@ -130,6 +181,8 @@ def train(cfg: TrainConfig) -> Path:
     check_compatible(vla, datasets, cfg)
     loader = make_training_loader(vla, datasets, cfg, env)
     vla.config.norm_stats.update(loader.statistics)
+    if len(loader.statistics) == 1:  # a fine-tuned model un-normalises with its own dataset unless told otherwise
+        vla.config.default_unnorm_key = next(iter(loader.statistics))
     if resume_from is not None:
         check_model_unchanged(run, json.loads(vla.config.to_json()))
     run.mkdir(parents=True, exist_ok=True)
@@ -139,10 +192,11 @@ def train(cfg: TrainConfig) -> Path:
         (run / "vla_config.json").write_text(vla.config.to_json())
 
     model = apply_mode(vla, cfg.mode, LoraSettings(cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout))
+    half = train_in_float32(model)
     trainable, total = count_parameters(model)
     if env.is_main:
         print(f"mode {cfg.mode}: training {trainable:,} of {total:,} parameters ({100 * trainable / total:.2f}%)")
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and env.device.type == "cuda")
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and (env.device.type == "cuda" or half))
     model.to(env.device)
     if cfg.grad_checkpointing:
         vla.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -182,10 +236,8 @@ def train(cfg: TrainConfig) -> Path:
                                     f"{last_good or 'none (no checkpoint was written yet)'}")
             (out.loss / cfg.grad_accum).backward()
             totals["loss"] += out.loss.item() / cfg.grad_accum
-            for k in ("action_accuracy", "action_l1"):  # the L1 head has no token accuracy
-                v = getattr(out, k)
-                if v is not None:
-                    totals[k] = totals.get(k, 0.0) + v.item() / cfg.grad_accum
+            for k, v in out.metrics.items():  # whatever the head reports
+                totals[k] = totals.get(k, 0.0) + v.item() / cfg.grad_accum
         grad_norm = _clip(model, cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()
@@ -199,7 +251,7 @@ def train(cfg: TrainConfig) -> Path:
                           samples_per_s=cfg.batch_size * cfg.grad_accum * env.world_size / elapsed)
             if logger is not None:
                 logger.log(done, values)
-            shown = {k: values[k] for k in ("loss", "action_l1") if k in values}  # a diffusion head has no L1
+            shown = {k: values[k] for k in ("loss", "action_l1") if k in values}
             bar.set_postfix({k.removeprefix("action_"): f"{v:.4f}" for k, v in shown.items()})
         bar.update(1)
         if done % cfg.save_every == 0 or done == cfg.max_steps:
@@ -258,9 +310,14 @@ def export_final(model: nn.Module, cfg: TrainConfig, run: Path, env: DistEnv) ->
         return final
     if env.is_main:
         if hasattr(inner, "merge_and_unload"):
-            inner.save_pretrained(str(run / "adapter"), save_embedding_layers=False)
-            merged = inner.merge_and_unload()
-            merged.save_pretrained(final)
+            from openvla.train.merge import merge_adapter, release_frozen_weights, save_adapter
+
+            save_adapter(inner, run / "adapter")
+            if cfg.checkpoint:  # streamed from the base's files: the weights are never in memory twice
+                release_frozen_weights(inner)
+                merge_adapter(cfg.checkpoint, run / "adapter", final, layout="native")
+            else:
+                inner.merge_and_unload().save_pretrained(final)
         else:
             inner.save_pretrained(final)
     barrier(env)

@@ -1,5 +1,5 @@
-"""OpenVLA-OFT's extra modules: the MLP-ResNet L1 and diffusion action heads, the proprio and noisy-action
-projectors and FiLM."""
+"""OpenVLA-OFT's building blocks: the MLP-ResNet the continuous heads use, the proprio and noisy-action
+projectors, and FiLM."""
 
 from __future__ import annotations
 
@@ -35,20 +35,6 @@ class MLPResNet(nn.Module):
         for block in self.mlp_resnet_blocks:
             x = block(x)
         return self.fc2(self.layer_norm2(x))
-
-
-class L1RegressionActionHead(nn.Module):
-    """Hidden states of one timestep's D action slots, concatenated -> D continuous actions in [-1, 1]."""
-
-    def __init__(self, llm_dim: int, action_dim: int, num_blocks: int = 2) -> None:
-        super().__init__()
-        self.action_dim = action_dim
-        self.model = MLPResNet(num_blocks, llm_dim * action_dim, llm_dim, action_dim)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        """[B, chunk * D, H] -> [B, chunk, D]."""
-        b, n, h = hidden.shape
-        return self.model(hidden.reshape(b, n // self.action_dim, self.action_dim * h))
 
 
 class ProprioProjector(nn.Module):
@@ -102,8 +88,3 @@ class NoisyActionProjector(nn.Module):
     def forward(self, noisy: torch.Tensor) -> torch.Tensor:
         """[B, chunk, D] -> [B, chunk * D, H]."""
         return self.fc2(self.act_fn(self.fc1(noisy.reshape(noisy.shape[0], -1, 1))))
-
-
-class DiffusionActionHead(L1RegressionActionHead):
-    """OFT's diffusion head: the L1 head's network, predicting the noise in one timestep's D actions instead of
-    the actions (the diffusion timestep reaches it through the LM's timestep token)."""
