@@ -58,7 +58,7 @@ def test_letterbox_pads_both_backbones_with_the_last_backbones_fill():
     out = VLAProcessor(cfg).preprocess_image(np.zeros((20, 200, 3), dtype=np.uint8))
     means = [m for v in cfg.vision for m in v.mean]
     stds = [s for v in cfg.vision for s in v.std]
-    expected = torch.tensor([(np.float32(127) / np.float32(255) - m) / s for m, s in zip(means, stds)],
+    expected = torch.tensor([(np.float32(127) / np.float32(255) - m) / s for m, s in zip(means, stds, strict=True)],
                             dtype=torch.float32)
     torch.testing.assert_close(out[:, 0, 112], expected, atol=1e-5, rtol=0)
 
