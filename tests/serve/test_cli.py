@@ -27,6 +27,8 @@ def test_defaults_bind_loopback_and_batch(served_checkpoint, captured_run, monke
     assert call["host"] == "127.0.0.1" and call["port"] == 8000 and call["target"] == served_checkpoint
     s = call["settings"]
     assert s.api_key is None and s.max_batch_size == 8 and s.batch_window_ms == 5.0 and s.max_queue == 64
+    assert s.request_timeout_s is None  # derived from the warm-up prediction
+    assert (s.max_queued_mb, s.body_timeout_s, s.shutdown_drain_s) == (256.0, 10.0, 5.0)
 
 
 def test_flags_and_api_key_from_environment(served_checkpoint, captured_run, monkeypatch):
@@ -43,10 +45,20 @@ def test_flags_and_api_key_from_environment(served_checkpoint, captured_run, mon
 
 
 @pytest.mark.parametrize("flag, value", [("--max-batch-size", "0"), ("--max-queue", "0"),
-                                         ("--batch-window-ms", "-1"), ("--max-body-mb", "0")])
+                                         ("--batch-window-ms", "-1"), ("--max-body-mb", "0"),
+                                         ("--request-timeout", "0"), ("--body-timeout", "-1"),
+                                         ("--shutdown-drain", "-1"), ("--max-queued-mb", "8")])
 def test_bad_values_are_clear_errors(served_checkpoint, captured_run, capsys, flag, value):
     assert main(["serve", "--checkpoint", str(served_checkpoint), flag, value]) == 2
     assert flag in capsys.readouterr().err and not captured_run
+
+
+def test_timeouts_and_memory_bound_reach_the_server(served_checkpoint, captured_run):
+    argv = ["serve", "--checkpoint", str(served_checkpoint), "--request-timeout", "300", "--body-timeout", "3",
+            "--shutdown-drain", "0", "--max-queued-mb", "64"]
+    assert main(argv) == 0
+    s = captured_run[0]["settings"]
+    assert (s.request_timeout_s, s.body_timeout_s, s.shutdown_drain_s, s.max_queued_mb) == (300, 3, 0, 64)
 
 
 def test_missing_checkpoint_fails_before_serving(tmp_path, captured_run, capsys):
