@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-import openvla.train.checkpointing as ck
 from openvla.checkpoint.space import DiskFullError
 from openvla.cli import main
 from openvla.train.checkpointing import DamagedCheckpoint, check_checkpoint, complete_checkpoints
@@ -152,11 +151,13 @@ def test_a_damaged_checkpoint_names_its_file_and_resume_falls_back(toy_dataset, 
 
 
 def test_a_full_disk_says_so_and_leaves_no_partial_checkpoint(toy_dataset, tmp_path, monkeypatch):
-    def full(directory, state, trainer_state, env):
-        (directory / "__0_0.distcp").write_bytes(b"x" * 598)
+    import torch.distributed.checkpoint.filesystem as fs
+
+    def full(transforms, stream, *args, **kwargs):  # DCP's shard writer, after it opened the shard file
+        stream.write(b"x" * 598)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(ck, "_write_files", full)
+    monkeypatch.setattr(fs, "_write_item", full)
     run = tmp_path / "run"
     with pytest.raises(DiskFullError, match=r"no space left on \S+ \(mounted at .*\) while writing .*step-000002"
                                             r"\.tmp: need ~\d+\.\d [KM]B"):

@@ -16,6 +16,7 @@ from openvla.checkpoint.common import (
     read_norm_stats,
     read_safetensors,
 )
+from openvla.checkpoint.space import disk_full_error
 from openvla.config import VLAConfig
 
 CONFIG_FILE = "vla_config.json"
@@ -33,7 +34,8 @@ def save_vla(model, directory: str | Path) -> Path:
     if getattr(model.language_model.config, "tie_word_embeddings", False):
         state.pop("language_model.lm_head.weight", None)
     tensors = {k: v.detach().contiguous() for k, v in state.items()}
-    _atomic(directory / "model.safetensors", lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+    need = sum(t.numel() * t.element_size() for t in tensors.values())
+    _atomic(directory / "model.safetensors", lambda p: save_file(tensors, str(p), metadata={"format": "pt"}), need)
     _atomic(directory / STATS_FILE, lambda p: p.write_text(json.dumps(model.config.norm_stats, indent=2)))
     if model.tokenizer is not None:
         model.tokenizer.save_pretrained(str(directory))
@@ -48,7 +50,15 @@ def load_native(directory: Path, dtype: torch.dtype | None = None):
                        source=str(directory))
 
 
-def _atomic(path: Path, write) -> None:
+def _atomic(path: Path, write, need: int = 0) -> None:
+    """Write to ``path.tmp``, then rename; a failed write leaves no partial file, and a full disk says so."""
     tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
+    try:
+        write(tmp)
+    except Exception as err:
+        tmp.unlink(missing_ok=True)
+        full = disk_full_error(err, path, need)
+        if full is not None:
+            raise full from err
+        raise
     tmp.replace(path)

@@ -26,12 +26,18 @@ def disk_full_error(err: BaseException, target: Path, need_bytes: int) -> DiskFu
 
 
 def _enospc(err: BaseException | None) -> bool:
-    seen = set()
-    while err is not None and id(err) not in seen:
+    """ENOSPC/EDQUOT in ``err``, its causes, or the per-rank failures torch.distributed.checkpoint collects."""
+    todo, seen = [err], set()
+    while todo:
+        err = todo.pop()
+        if err is None or id(err) in seen:
+            continue
         seen.add(id(err))
         if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
-        err = err.__cause__ or err.__context__
+        failures = getattr(err, "failures", None)  # CheckpointException: {rank: (exception, traceback)}
+        wrapped = [f[0] if isinstance(f, tuple) else f for f in (failures or {}).values()]
+        todo += [err.__cause__, err.__context__, *wrapped]
     return False
 
 

@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def serve(args: argparse.Namespace) -> int:
     from openvla.checkpoint import resolve_path
     from openvla.serve.server import ServeSettings, api_key_from_env, run
+    from openvla.threads import set_threads
+
+    set_threads()
 
     for name in ("max_batch_size", "max_queue", "port"):
         if getattr(args, name) < 1:

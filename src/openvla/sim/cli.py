@@ -84,6 +84,9 @@ def _collect(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from openvla.sim.evaluate import evaluate
+    from openvla.threads import set_threads
+
+    set_threads(workers=args.num_envs if args.num_envs > 1 else 0)  # env worker processes get a core each
 
     tasks = _joined(args.tasks) or {"metaworld": "mt10", "libero": "libero_spatial"}[args.env]
     policy_kwargs = {"device": args.device, "unnorm_key": args.unnorm_key, "compile": args.compile,

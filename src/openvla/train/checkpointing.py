@@ -16,11 +16,13 @@ from typing import Any
 import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import FileSystemReader
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from openvla.checkpoint.space import disk_full_error
 from openvla.train.distributed import DistEnv, barrier
 
+_FAILURES = (Exception, CheckpointException)  # DCP wraps each rank's error in a BaseException
 _OPTIONS = StateDictOptions(ignore_frozen_params=True)
 # Frozen parameters come from the model's own start (preset seed or base checkpoint), not the checkpoint;
 # a trainable one missing from the checkpoint still fails in dcp.load.
@@ -45,7 +47,7 @@ def save_checkpoint(run: Path, step: int, model, optimizer, trainer_state: dict[
     state = {"model": model_sd, "optim": optim_sd}
     try:
         _write_files(tmp, state, trainer_state, env)
-    except Exception as err:
+    except _FAILURES as err:
         shutil.rmtree(tmp, ignore_errors=True)  # a partial checkpoint would fill the disk for the rerun too
         full = disk_full_error(err, tmp, _nbytes(state))
         if full is not None:
@@ -70,9 +72,10 @@ def _write_files(directory: Path, state: dict[str, Any], trainer_state: dict[str
 
 
 def _nbytes(state: Any) -> int:
-    """Bytes of every tensor in a nested state dict (a DTensor counts whole): what a checkpoint needs."""
+    """About what a checkpoint of ``state`` takes: every tensor's bytes (a DTensor counts whole) and the ~1.5 KB
+    record DCP writes around each one."""
     if isinstance(state, torch.Tensor):
-        return state.numel() * state.element_size()
+        return state.numel() * state.element_size() + 1536
     if isinstance(state, dict):
         return sum(_nbytes(v) for v in state.values())
     if isinstance(state, list | tuple):
@@ -111,7 +114,7 @@ def check_checkpoint(directory: Path) -> None:
         raise DamagedCheckpoint(f"{meta} is missing")
     try:
         storage = FileSystemReader(str(directory)).read_metadata().storage_data
-    except Exception as err:
+    except _FAILURES as err:
         raise DamagedCheckpoint(f"{meta} cannot be read ({type(err).__name__}: {err}); it is damaged or cut "
                                 "short") from err
     need: dict[str, int] = {}
@@ -126,7 +129,7 @@ def check_checkpoint(directory: Path) -> None:
     for path in sorted(directory.glob("trainer-rank*.pt")):
         try:
             torch.load(path, weights_only=False)
-        except Exception as err:
+        except _FAILURES as err:
             raise DamagedCheckpoint(f"{path} cannot be read ({type(err).__name__}: {err})") from err
 
 
@@ -161,7 +164,7 @@ def load_checkpoint(directory: Path, model, optimizer, env: DistEnv) -> dict[str
     state = {"model": model_sd, "optim": optim_sd}
     try:
         dcp.load(state, checkpoint_id=str(directory))
-    except Exception as err:
+    except _FAILURES as err:
         raise RuntimeError(f"cannot load {directory}: {type(err).__name__}: {err}") from err
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
                    options=_LOAD_OPTIONS)

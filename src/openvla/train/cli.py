@@ -25,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def train_command(args: argparse.Namespace) -> int:
+    from openvla.threads import set_threads
     from openvla.train.config import TrainConfig
     from openvla.train.trainer import train
 
@@ -38,6 +39,8 @@ def train_command(args: argparse.Namespace) -> int:
     if args.data:
         pairs.append("data=" + ",".join(args.data))
     cfg = cfg.with_overrides(pairs)
+    cfg.validate()
+    set_threads(workers=cfg.num_workers)  # each loader worker process gets a core
     final = train(cfg)
     print(f"final model: {final}")
     return 0
