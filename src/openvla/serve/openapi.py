@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from openvla.serve.protocol import MAX_ARRAY_DIMS, MAX_ARRAY_SIDE, MAX_INSTRUCTION_CHARS
+from openvla.serve.protocol import MAX_ARRAY_DIMS, MAX_ARRAY_SIDE, MAX_CAMERAS, MAX_INSTRUCTION_CHARS
 
 JSON_NUMPY_ARRAY = {
     "type": "object",
@@ -31,12 +31,14 @@ ACT_REQUEST = {
         "instruction": {"type": "string", "maxLength": MAX_INSTRUCTION_CHARS,
                         "description": "a VLA also caps its tokens (see /metadata max_instruction_tokens)"},
         "unnorm_key": {"type": "string", "description": "which dataset's statistics un-normalise the action"},
+        "images": {"type": "object", "additionalProperties": IMAGE, "maxProperties": MAX_CAMERAS,
+                   "description": "cameras by name, for models trained on several (see /metadata cameras)"},
         "wrist_image": {**IMAGE, "description": "the wrist camera, for models that take one"},
         "state": STATE,
         "proprio": {**STATE, "description": "another name for 'state'"},
     },
     "required": ["instruction"],
-    "anyOf": [{"required": ["image"]}, {"required": ["full_image"]}],
+    "anyOf": [{"required": ["image"]}, {"required": ["full_image"]}, {"required": ["images"]}],
     "description": "other fields are ignored",
 }
 DOUBLE_ENCODED = {"type": "object", "properties": {"encoded": {"type": "string"}}, "required": ["encoded"],
