@@ -39,7 +39,21 @@ class TokenHead(ActionHead):
         # Next-token cross-entropy in float32 over every labelled position (action tokens and EOS).
         loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), full_labels[:, 1:].flatten(),
                                ignore_index=IGNORE_INDEX)
-        return HeadOutput(loss=loss, metrics=self._metrics(vla, logits, labels, prefix.shape[1]), logits=logits)
+        return HeadOutput(loss=loss, metrics=self._metrics(vla, logits, labels, prefix.shape[1]), logits=logits,
+                          predicted_actions=self._teacher_forced_actions(vla, logits, inputs.labels, prefix.shape[1]))
+
+    @torch.no_grad()
+    def _teacher_forced_actions(self, vla: VLA, logits: torch.Tensor, labels: torch.Tensor, num_prefix: int
+                                ) -> torch.Tensor | None:
+        """The actions the argmax at each action position decodes to, [B, chunk, D] (what greedy decoding
+        returns when its earlier tokens were right)."""
+        cfg = vla.config
+        gt = labels[:, 1:]
+        mask = gt > vla.action_tokenizer.begin_idx
+        if int(mask.sum()) != gt.shape[0] * cfg.action_slots:
+            return None
+        preds = logits[:, num_prefix:-1].argmax(-1)[mask]
+        return vla.action_tokenizer.decode_torch(preds).reshape(gt.shape[0], cfg.action_chunk, cfg.action_dim)
 
     @torch.no_grad()
     def _metrics(self, vla: VLA, logits: torch.Tensor, labels: torch.Tensor, num_prefix: int
