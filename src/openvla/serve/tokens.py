@@ -18,6 +18,7 @@ class TokenCap:
 
     def __init__(self, tokenizer: Any, config: Any) -> None:
         self.tokenizer = copy.deepcopy(tokenizer)
+        self.tokenizer.model_max_length = 10**9  # it only counts: no "longer than the model" warning per request
         self.lock = threading.Lock()
         self.template = self._prompt_tokens("")
         context = int(config.llm.get("max_position_embeddings") or 0)
