@@ -41,7 +41,8 @@ class TrainConfig:
     grad_accum: int = 1
     max_steps: int = 1000
     seed: int = 7
-    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
+    precision: str = "auto"  # the base's dtype: auto (bf16 on GPU, the checkpoint's on CPU) | fp32 | bf16
+    quantize_base: str | None = None  # LoRA on a bitsandbytes-quantised frozen base (QLoRA): bnb4 (NF4) | bnb8
     grad_checkpointing: bool = False
     compile: bool = False
     strategy: str = "auto"  # auto (ddp when distributed) | ddp | fsdp
@@ -105,6 +106,7 @@ _RULES: dict[str, tuple[str, Any]] = {
     "schedule": ("one of constant, cosine", lambda v: v in ("constant", "cosine")),
     "precision": ("one of auto, fp32, bf16", lambda v: v in ("auto", "fp32", "bf16")),
     "strategy": ("one of auto, ddp, fsdp", lambda v: v in ("auto", "ddp", "fsdp")),
+    "quantize_base": ("null, bnb4 (NF4) or bnb8", lambda v: v in (None, "bnb4", "bnb8")),
     "lr": ("a finite number > 0, e.g. 5e-4", lambda v: 0 < v < float("inf")),
     "batch_size": _POSITIVE_INT, "grad_accum": _POSITIVE_INT, "max_steps": _POSITIVE_INT,
     "save_every": _POSITIVE_INT, "log_every": _POSITIVE_INT, "keep_last": _POSITIVE_INT, "lora_rank": _POSITIVE_INT,
