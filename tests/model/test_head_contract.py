@@ -137,3 +137,22 @@ def test_head_trains_in_every_mode_with_the_right_modules_frozen(head, mode):
     assert changed, f"{mode}: nothing trained"
     if head_params:
         assert changed & set(head_params), f"{mode}: the head did not train"
+
+
+@pytest.mark.parametrize("head", sorted(HEADS))
+def test_chunk_steps_past_the_episode_never_count_in_the_loss(head):
+    vla = _model(head)
+    rng = np.random.default_rng(3)
+    actions = rng.uniform(-0.9, 0.9, (4, 2, 3))
+    other = actions.copy()
+    other[:, 1] = rng.uniform(-0.9, 0.9, (4, 3))  # the second step differs...
+    a, b = _inputs(_batch(vla, actions)), _inputs(_batch(vla, other))
+    for inputs in (a, b):
+        inputs["action_mask"][:, 1] = False  # ...and lies past the episode's end
+    losses = []
+    for inputs in (a, b, {**a, "action_mask": None}):
+        torch.manual_seed(0)
+        losses.append(vla(**inputs).loss.item())
+    if head != "diffusion":  # the diffusion head's slots hold the noisy actions, so padded steps are inputs there
+        assert losses[0] == pytest.approx(losses[1], abs=1e-6)
+    assert losses[2] != pytest.approx(losses[0], abs=1e-6)  # without the mask the padded step counts
