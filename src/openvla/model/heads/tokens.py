@@ -82,7 +82,8 @@ class TokenHead(ActionHead):
 
 def drop_padded_steps(labels: torch.Tensor, action_mask: torch.Tensor | None, begin_idx: int,
                       action_dim: int) -> torch.Tensor:
-    """Labels with the action tokens of chunk steps past the episode's end set to IGNORE_INDEX."""
+    """Labels with the action tokens of chunk steps past the episode's end set to IGNORE_INDEX, and the EOS of
+    such rows too (it is predicted from the padded tokens)."""
     if action_mask is None or bool(action_mask.all()):
         return labels
     is_action = labels > begin_idx
@@ -93,4 +94,9 @@ def drop_padded_steps(labels: torch.Tensor, action_mask: torch.Tensor | None, be
     out = labels.clone()
     out[is_action] = torch.where(valid.reshape(-1), labels[is_action], torch.full_like(labels[is_action],
                                                                                        IGNORE_INDEX))
+    padded_rows = ~valid.all(dim=1)
+    last = labels.shape[1] - 1 - is_action.flip(1).long().argmax(1)  # each row's last action label
+    eos = (last + 1).clamp(max=labels.shape[1] - 1)
+    rows = torch.arange(labels.shape[0], device=labels.device)[padded_rows]
+    out[rows, eos[padded_rows]] = IGNORE_INDEX
     return out
