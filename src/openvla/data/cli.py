@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from openvla.data.convert import SOURCES
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``data`` command and its subcommands to the top-level parser."""
@@ -16,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c = sub.add_parser("convert", help="convert RLDS/TFDS, a folder of .npz episodes or LeRobot v2 into LeRobot v3.0")
     c.add_argument("src", type=Path, help="source dataset folder")
     c.add_argument("dst", type=Path, help="new dataset folder")
-    c.add_argument("--from", dest="source", default="auto", choices=["auto", "lerobot", "rlds", "raw"])
+    c.add_argument("--from", dest="source", default="auto", choices=list(SOURCES))
     c.add_argument("--name", help="dataset name (RLDS: the OXE dataset name, e.g. bridge_orig; default: folder name)")
     c.add_argument("--fps", type=int, help="frames per second (default: the source's, or 10)")
     c.add_argument("--image-format", default="png", choices=["png", "jpeg", "video"])

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from openvla.data.episodes import Episode
 
-SOURCES = ("auto", "lerobot", "rlds", "raw")
 DEFAULT_FPS = 10
 
 
@@ -23,18 +22,57 @@ class ConvertResult:
     skipped: list[str] = field(default_factory=list)
 
 
+def _open_lerobot(src: Path, name: str | None, cameras: Sequence[str] | None, **_: Any) -> tuple[Any, dict]:
+    from openvla.data.lerobot import LeRobotDataset
+
+    ds = LeRobotDataset(src, name=name)
+    episodes = (ds.episode(i, cameras) for i in range(ds.num_episodes))
+    return _Wrapped(episodes, ds.name, ds.num_episodes), {"fps": ds.fps, "robot_type": ds.info.get("robot_type")}
+
+
+def _open_rlds(src: Path, name: str | None, cameras: Sequence[str] | None, verify_checksums: bool = True,
+               jpeg_decoder: str = "reference", **_: Any) -> tuple[Any, dict]:
+    from openvla.data.rlds import RLDSDataset
+
+    ds = RLDSDataset(src, name=name, cameras=list(cameras) if cameras else None,
+                     verify_checksums=verify_checksums, jpeg_decoder=jpeg_decoder)
+    return ds, {"action_mask": ds.config.action_mask}
+
+
+def _open_raw(src: Path, name: str | None, **_: Any) -> tuple[Any, dict]:
+    from openvla.data.raw import RawEpisodes
+
+    return RawEpisodes(src, name=name), {}
+
+
+@dataclass(frozen=True)
+class Reader:
+    """A source format: how to recognise its folder, and how to open it as episodes plus writer defaults."""
+
+    detect: Callable[[Path], bool]
+    open: Callable[..., tuple[Any, dict[str, Any]]]
+    description: str
+
+
+READERS: dict[str, Reader] = {  # checked in this order by detect_source
+    "lerobot": Reader(lambda p: (p / "meta" / "info.json").exists(), _open_lerobot, "a LeRobot dataset"),
+    "rlds": Reader(lambda p: (p / "dataset_info.json").exists() or any(p.glob("*/dataset_info.json")),
+                   _open_rlds, "a TFDS/RLDS directory"),
+    "raw": Reader(lambda p: any(p.glob("*.npz")), _open_raw, "a folder of .npz episodes"),
+}
+SOURCES = ("auto", *READERS)
+
+
 def detect_source(path: str | Path) -> str:
-    """``lerobot`` (meta/info.json), ``rlds`` (dataset_info.json here or in a version folder) or ``raw`` (npz)."""
+    """The first reader in ``READERS`` that recognises ``path``."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: does not exist")
-    if (path / "meta" / "info.json").exists():
-        return "lerobot"
-    if (path / "dataset_info.json").exists() or any(path.glob("*/dataset_info.json")):
-        return "rlds"
-    if any(path.glob("*.npz")):
-        return "raw"
-    raise ValueError(f"{path}: not a LeRobot dataset, a TFDS/RLDS directory or a folder of .npz episodes")
+    for name, reader in READERS.items():
+        if reader.detect(path):
+            return name
+    known = "; ".join(f"{name}: {r.description}" for name, r in READERS.items())
+    raise ValueError(f"{path}: no reader recognises this folder ({known})")
 
 
 def open_source(src: str | Path, source: str = "auto", name: str | None = None,
@@ -45,23 +83,10 @@ def open_source(src: str | Path, source: str = "auto", name: str | None = None,
     RLDS only: ``verify_checksums=False`` skips the records' CRC check (faster; flipped bytes go unnoticed);
     ``jpeg_decoder`` picks the reference's (TensorFlow's) JPEG pixels or the accurate IDCT's."""
     source = detect_source(src) if source == "auto" else source
-    if source == "lerobot":
-        from openvla.data.lerobot import LeRobotDataset
-
-        ds = LeRobotDataset(src, name=name)
-        episodes = (ds.episode(i, cameras) for i in range(ds.num_episodes))
-        return _Wrapped(episodes, ds.name, ds.num_episodes), {"fps": ds.fps, "robot_type": ds.info.get("robot_type")}
-    if source == "rlds":
-        from openvla.data.rlds import RLDSDataset
-
-        ds = RLDSDataset(src, name=name, cameras=list(cameras) if cameras else None,
-                         verify_checksums=verify_checksums, jpeg_decoder=jpeg_decoder)
-        return ds, {"action_mask": ds.config.action_mask}
-    if source == "raw":
-        from openvla.data.raw import RawEpisodes
-
-        return RawEpisodes(src, name=name), {}
-    raise ValueError(f"unknown source format {source!r}; choose one of {SOURCES}")
+    if source not in READERS:
+        raise ValueError(f"unknown source format {source!r}; choose one of {SOURCES}")
+    return READERS[source].open(Path(src), name=name, cameras=cameras, verify_checksums=verify_checksums,
+                                jpeg_decoder=jpeg_decoder)
 
 
 class _Wrapped:
