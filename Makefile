@@ -28,7 +28,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
-	$(PY) -m pytest tests -x -q --durations=15
+	$(PY) -m pytest tests -x --durations=15
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks

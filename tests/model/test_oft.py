@@ -161,3 +161,26 @@ def test_film_conditions_vision_on_the_instruction_and_is_the_plain_block_when_z
     cfg3.film = True
     with pytest.raises(ValueError, match="film needs parallel_decoding"):
         VLA(cfg3)
+
+
+def test_cli_predict_takes_every_input_the_model_takes(tmp_path, capsys):
+    """A 2-camera model with proprio: `openvla predict` passes the second camera by name and the state."""
+    from PIL import Image
+
+    from openvla.cli import main
+
+    vla = _oft_model("l1")
+    vla.save_pretrained(tmp_path / "ck")
+    rng = np.random.default_rng(0)
+    image, wrist = (rng.integers(0, 256, (30, 40, 3), dtype=np.uint8) for _ in range(2))
+    Image.fromarray(image).save(tmp_path / "image.png")
+    Image.fromarray(wrist).save(tmp_path / "wrist.png")
+    args = ["predict", "--checkpoint", str(tmp_path / "ck"), "--image", str(tmp_path / "image.png"),
+            "--instruction", "open the drawer", "--unnorm-key", "toy"]
+    assert main(args + ["--camera", f"wrist={tmp_path / 'wrist.png'}", "--proprio", "1,5,9"]) == 0
+    printed = capsys.readouterr().out.replace("[", " ").replace("]", " ").replace(",", " ").split()
+    expected = vla.predict_action(image=image, images={"wrist": wrist}, instruction="open the drawer",
+                                  proprio=np.float32([1, 5, 9]), unnorm_key="toy")
+    np.testing.assert_allclose(np.array(printed, float).reshape(expected.shape), expected, atol=1e-4)
+    assert main(args + ["--proprio", "1,5,9"]) == 2
+    assert "no 'wrist' image" in capsys.readouterr().err
