@@ -16,27 +16,34 @@ from openvla.config import VisionBackboneConfig
 from openvla.model.ops import layer_norm, linear
 
 
+def _vit_settings(cfg: VisionBackboneConfig) -> dict:
+    """The settings every transformers ViT takes, configured like the timm ones OpenVLA uses (exact GELU,
+    LayerNorm eps 1e-6)."""
+    return dict(hidden_size=cfg.hidden_size, num_hidden_layers=cfg.depth, num_attention_heads=cfg.num_heads,
+                intermediate_size=cfg.mlp_dim, image_size=cfg.image_size, patch_size=cfg.patch_size,
+                hidden_act="gelu", layer_norm_eps=1e-6)
+
+
+def _dinov2(cfg: VisionBackboneConfig) -> nn.Module:
+    if cfg.mlp_dim % cfg.hidden_size:
+        raise ValueError(f"DINOv2 MLP width must be a multiple of its width, got {cfg.mlp_dim}/{cfg.hidden_size}")
+    return Dinov2WithRegistersModel(Dinov2WithRegistersConfig(
+        num_register_tokens=cfg.num_registers, mlp_ratio=cfg.mlp_dim // cfg.hidden_size, layerscale_value=1e-5,
+        **_vit_settings(cfg)))
+
+
+def _siglip(cfg: VisionBackboneConfig) -> nn.Module:
+    return SiglipVisionModel(SiglipVisionConfig(vision_use_head=cfg.use_head, **_vit_settings(cfg)))
+
+
+VISION_BACKBONES = {"dinov2": _dinov2, "siglip": _siglip}  # VisionBackboneConfig.kind -> builder
+
+
 def build_vit(cfg: VisionBackboneConfig) -> nn.Module:
-    """A transformers ViT configured like the timm one OpenVLA uses (exact GELU, LayerNorm eps 1e-6)."""
-    common = dict(
-        hidden_size=cfg.hidden_size,
-        num_hidden_layers=cfg.depth,
-        num_attention_heads=cfg.num_heads,
-        intermediate_size=cfg.mlp_dim,
-        image_size=cfg.image_size,
-        patch_size=cfg.patch_size,
-        hidden_act="gelu",
-        layer_norm_eps=1e-6,
-    )
-    if cfg.kind == "dinov2":
-        if cfg.mlp_dim % cfg.hidden_size:
-            raise ValueError(f"DINOv2 MLP width must be a multiple of its width, got {cfg.mlp_dim}/{cfg.hidden_size}")
-        hf = Dinov2WithRegistersConfig(num_register_tokens=cfg.num_registers,
-                                       mlp_ratio=cfg.mlp_dim // cfg.hidden_size, layerscale_value=1e-5, **common)
-        return Dinov2WithRegistersModel(hf)
-    if cfg.kind == "siglip":
-        return SiglipVisionModel(SiglipVisionConfig(vision_use_head=cfg.use_head, **common))
-    raise ValueError(f"unknown vision backbone kind {cfg.kind!r}; valid kinds: ['dinov2', 'siglip']")
+    """The transformers ViT registered for ``cfg.kind``."""
+    if cfg.kind not in VISION_BACKBONES:
+        raise ValueError(f"unknown vision backbone kind {cfg.kind!r}; valid kinds: {sorted(VISION_BACKBONES)}")
+    return VISION_BACKBONES[cfg.kind](cfg)
 
 
 def _layers(vit: nn.Module) -> nn.ModuleList:
