@@ -47,4 +47,5 @@ def load_vla(path: str | Path, dtype: torch.dtype | None = None, device: str | t
     else:
         raise CheckpointError(f"{directory} is not a checkpoint: it has neither vla_config.json (ours) nor a "
                               f"config.json with model_type 'openvla' (released layout)")
+    model.source_dir = directory  # saves and exports carry its remote-code files over
     return model.to(device) if device is not None else model

@@ -16,6 +16,7 @@ from openvla.checkpoint.common import (
     read_norm_stats,
     read_safetensors,
 )
+from openvla.checkpoint.reference_files import copy_remote_code
 from openvla.checkpoint.space import disk_full_error
 from openvla.config import VLAConfig
 
@@ -40,6 +41,8 @@ def save_vla(model, directory: str | Path) -> Path:
     if model.tokenizer is not None:
         model.tokenizer.save_pretrained(str(directory))
     _atomic(directory / CONFIG_FILE, lambda p: p.write_text(model.config.to_json()))
+    # a model loaded from a released checkpoint keeps its remote-code files for a later export_openvla
+    copy_remote_code(getattr(model, "source_dir", None), directory, warn=False)
     return directory
 
 

@@ -19,6 +19,13 @@ from openvla.checkpoint.common import (
     read_safetensors,
 )
 from openvla.checkpoint.convert import DINO, SIGLIP, openvla_to_ours, ours_to_openvla
+from openvla.checkpoint.reference_files import (
+    PREPROCESSOR_FILE,
+    copy_remote_code,
+    make_tokenizer_portable,
+    preprocessor_config_for,
+    warn_if_predict_action_fails,
+)
 from openvla.config import INCEPTION_MEAN, INCEPTION_STD, VisionBackboneConfig, VLAConfig, llama_config
 
 # vision_backbone_id -> timm ids and default sizes (width, depth, heads) of each backbone
@@ -44,6 +51,7 @@ def config_from_hf(hf: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> V
     backbone_id = hf.get("vision_backbone_id", "siglip-vit-so400m")
     if backbone_id not in BACKBONES:
         raise CheckpointError(f"vision_backbone_id {backbone_id!r} is not supported; supported: {sorted(BACKBONES)}")
+    _check_backbone_id(hf.get("vision_backbone_id"), state_dict)
     overrides = hf.get("timm_model_kwargs") or [{}] * len(BACKBONES[backbone_id])
     size = int((hf.get("image_sizes") or [224])[0])
     vision = []
@@ -85,11 +93,37 @@ def config_from_hf(hf: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> V
     )
 
 
+_KIND_NAMES = {"dinov2": "DINOv2", "siglip": "SigLIP"}
+
+
+def _check_backbone_id(given: str | None, state_dict: dict[str, torch.Tensor]) -> None:
+    """config.json's vision_backbone_id must name the ViTs the weights hold (else every ViT key is 'unexpected')."""
+    if not any(k.startswith(DINO) for k in state_dict):
+        return  # no vision weights to judge by (an error about them follows)
+    fused = any(k.startswith(SIGLIP) for k in state_dict)
+    first = "dinov2" if f"{DINO}reg_token" in state_dict else "siglip"
+    implied = ("dinov2", "siglip") if fused else (first,)
+    wanted = next(b for b, towers in BACKBONES.items() if tuple(t[1] for t in towers) == implied)
+    given_kinds = tuple(t[1] for t in BACKBONES[given or "siglip-vit-so400m"])  # the reference's default
+    if given_kinds == implied:
+        return
+    holds = " + ".join(f"{_KIND_NAMES[k]} ({p.split('.')[1]})" for k, p in zip(implied, (DINO, SIGLIP),
+                                                                                 strict=False))
+    said = (f"vision_backbone_id {given!r} means {' + '.join(_KIND_NAMES[k] for k in given_kinds)}"
+            if given is not None else "config.json has no vision_backbone_id (the reference then assumes "
+                                      "'siglip-vit-so400m', one SigLIP)")
+    raise CheckpointError(f"{said}, but the weights hold {holds}: set \"vision_backbone_id\": \"{wanted}\" in "
+                          "config.json")
+
+
 def load_openvla_hf(directory: Path, dtype: torch.dtype | None = None):
     """Load a released OpenVLA checkpoint directory into our VLA, exactly."""
     hf = read_json(directory / "config.json")
     raw = read_safetensors(directory)
-    config = config_from_hf(hf, raw)
+    try:
+        config = config_from_hf(hf, raw)
+    except CheckpointError as err:
+        raise CheckpointError(f"{directory / 'config.json'}: {err}") from err
     config.norm_stats = read_norm_stats(directory, config.norm_stats)
     state, unknown = openvla_to_ours(raw, tuple(v.kind for v in config.vision))
     if unknown:
@@ -154,8 +188,11 @@ def hf_config_for(config: VLAConfig) -> dict[str, Any]:
     return out
 
 
-def export_openvla(model, directory: str | Path) -> Path:
-    """Write ``model`` in the released layout so the reference ecosystem (and we) can load it."""
+def export_openvla(model, directory: str | Path, remote_code_from: str | Path | None = None) -> Path:
+    """Write ``model`` in the released layout so the reference ecosystem (and we) can load it: weights,
+    config.json with the weights' dtype, statistics, preprocessor_config.json, a tokenizer that transformers
+    4.40 reads, and the remote-code files of ``remote_code_from`` (default: the checkpoint the model was
+    loaded from; a one-line warning says how to add them when there are none)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config: VLAConfig = model.config
@@ -174,8 +211,12 @@ def export_openvla(model, directory: str | Path) -> Path:
     (directory / STATS_FILE).write_text(json.dumps(config.norm_stats, indent=2))
     (directory / "generation_config.json").write_text(json.dumps(
         {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": hf["pad_token_id"]}, indent=2))
+    (directory / PREPROCESSOR_FILE).write_text(json.dumps(preprocessor_config_for(config), indent=2))
     if model.tokenizer is not None:
         model.tokenizer.save_pretrained(str(directory))
+        make_tokenizer_portable(directory)
+    copy_remote_code(remote_code_from or getattr(model, "source_dir", None), directory)
+    warn_if_predict_action_fails(config, directory)
     return directory
 
 
