@@ -71,6 +71,8 @@ class VLAConfig:
     action_queries: str = "zeros"  # slot inputs: "zeros" (OFT) or "learned" (one embedding per slot, as ACT)
     action_head: str = "tokens"  # "tokens" (discrete bins, LM head), "l1" (MLP-ResNet regression), "diffusion"
     diffusion_steps: int = 50  # diffusion head: DDIM training timesteps, and denoising passes at inference
+    flow_steps: int = 10  # flow head: Euler integration steps at inference
+    fast_tokenizer: dict[str, Any] | None = None  # fast head: its DCT + BPE codec (None: DCT only, no merges)
     proprio_dim: int = 0  # >0 adds a proprio projector token after the image patches
     film: bool = False  # OFT+: every ViT block run is modulated by the instruction (x * (1 + gamma) + beta)
     cameras: list[str] = field(default_factory=lambda: ["image"])  # by name, primary first; stacked on channels

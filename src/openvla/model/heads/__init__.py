@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from openvla.model.heads.base import ActionHead, HeadOutput
 from openvla.model.heads.diffusion import DiffusionHead
+from openvla.model.heads.flow import FlowHead
 from openvla.model.heads.l1 import L1Head
 from openvla.model.heads.tokens import TokenHead
 
@@ -15,6 +16,7 @@ HEADS: dict[str, type[ActionHead]] = {
     "tokens": TokenHead,
     "l1": L1Head,
     "diffusion": DiffusionHead,
+    "flow": FlowHead,
 }
 
 
