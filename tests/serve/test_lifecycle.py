@@ -53,7 +53,8 @@ def test_loading_until_the_warm_up_answers_then_a_timeout_that_fits_the_model():
         meta = httpx.get(f"{server.url}/metadata").json()
     assert 0.5 <= meta["warm_up_s"] < 5
     # two batches of 64 rows, each row as slow as the warm-up: over the 60 s default
-    assert meta["request_timeout_s"] == derive_request_timeout(meta["warm_up_s"], 64) >= 64
+    assert meta["request_timeout_s"] >= 64
+    assert abs(meta["request_timeout_s"] - derive_request_timeout(meta["warm_up_s"], 64)) <= 0.2  # rounding
 
 
 def test_derived_timeout_keeps_the_default_for_fast_models():
