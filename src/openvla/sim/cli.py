@@ -20,7 +20,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     mw.add_argument("--workers", type=int, default=2, help="env worker processes (default 2)")
     mw.add_argument("--seed", type=int, default=0, help="base seed of the demo seed set")
     mw.add_argument("--image-size", type=int, default=128, help="square camera image size (default 128)")
-    mw.add_argument("--camera", default="corner2")
+    mw.add_argument("--camera", default="corner2", help="the primary camera, stored as 'image' (default corner2)")
+    mw.add_argument("--extra-cameras", nargs="+", default=[], metavar="CAMERA",
+                    help="more Meta-World cameras to record, each stored under its own name "
+                    "(corner, corner3, corner4, topview, behindGripper, gripperPOV)")
     mw.add_argument("--max-steps", type=int, default=500)
     mw.add_argument("--image-format", choices=("png", "video"), default="png")
     mw.add_argument("--no-progress", action="store_true")
@@ -42,7 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="actions of each chunk executed before asking again (default: the whole chunk)")
     ev.add_argument("--video-episodes", type=int, default=1, help="episodes per task saved as mp4")
     ev.add_argument("--image-size", type=int, default=None, help="camera image size (default: the env's)")
-    ev.add_argument("--camera", default=None)
+    ev.add_argument("--camera", default=None, help="the primary camera, given as 'image' (default: the env's)")
+    ev.add_argument("--extra-cameras", nargs="+", default=None, metavar="CAMERA",
+                    help="metaworld: more cameras given to the policy by name (those a model was trained on, "
+                    "e.g. corner topview); videos stay of the primary camera")
     ev.add_argument("--render", choices=("fast", "full"), default=None,
                     help="fast: no shadows, reflections, skybox, MSAA (metaworld default); "
                     "full: all effects (libero default)")
@@ -73,7 +79,7 @@ def _collect(args: argparse.Namespace) -> int:
     out = collect_metaworld(tasks=_joined(args.tasks), episodes_per_task=args.episodes_per_task, out=args.out,
                             workers=args.workers, seed=args.seed, image_size=args.image_size,
                             camera=args.camera, max_steps=args.max_steps, image_format=args.image_format,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, extra_cameras=args.extra_cameras)
     summary = json.loads((Path(out) / "collect_info.json").read_text())
     kept = sum(t["kept"] for t in summary["per_task"].values())
     failed = sum(t["failed"] for t in summary["per_task"].values())
@@ -106,6 +112,7 @@ def _eval(args: argparse.Namespace) -> int:
                     seed=args.seed, out_dir=args.out, num_envs=args.num_envs, max_steps=args.max_steps,
                     open_loop_steps=args.open_loop_steps, video_episodes=args.video_episodes,
                     image_size=args.image_size, camera=args.camera, progress=not args.no_progress,
-                    policy_kwargs=policy_kwargs, env_kwargs=env_kwargs, temporal_ensemble=args.temporal_ensemble)
+                    policy_kwargs=policy_kwargs, env_kwargs=env_kwargs, temporal_ensemble=args.temporal_ensemble,
+                    extra_cameras=args.extra_cameras)
     print((Path(args.out) / "summary.md").read_text(), end="")
     return 0

@@ -58,8 +58,9 @@ class _DemoCache:
             path.parent.mkdir(parents=True, exist_ok=True)
             n = len(result.actions)
             tmp = path.with_suffix(".tmp.npz")  # written whole, then renamed: a stop mid-write leaves no .npz
+            extras = {_npz_key(cam): np.stack(frames[:n]) for cam, frames in result.extra_frames.items()}
             np.savez_compressed(tmp, images=np.stack(result.frames[:n]), states=np.stack(result.states[:n]),
-                                actions=np.stack(result.actions), seed=spec.seed)
+                                actions=np.stack(result.actions), seed=spec.seed, **extras)
             os.replace(tmp, path)
         attempt = {"task": spec.task, "episode": spec.episode, "seed": spec.seed, "success": result.success,
                    "steps": result.steps, "error": result.error}
@@ -68,9 +69,15 @@ class _DemoCache:
             f.write(json.dumps(attempt) + "\n")
 
 
+def _npz_key(camera: str) -> str:
+    """The cache's array of an extra camera's frames (the primary camera's are ``images``)."""
+    return f"images_{camera}"
+
+
 def _write_dataset(out: Path, cache: _DemoCache, tasks: list[str], episodes_per_task: int, name: str,
-                   image_format: str) -> int:
-    """Write the first `episodes_per_task` kept episodes of each task with LeRobotWriter."""
+                   image_format: str, extra_cameras: tuple[str, ...] = ()) -> int:
+    """Write the first `episodes_per_task` kept episodes of each task with LeRobotWriter: camera ``image`` (the
+    primary) and each extra camera by its name."""
     from openvla.data.lerobot import LeRobotWriter
 
     index = 0
@@ -78,7 +85,8 @@ def _write_dataset(out: Path, cache: _DemoCache, tasks: list[str], episodes_per_
         for task in tasks:
             for episode in cache.kept(task)[:episodes_per_task]:
                 with np.load(cache.npz(task, episode)) as z:
-                    writer.add_episode(Episode(images={"image": z["images"]}, actions=z["actions"],
+                    images = {"image": z["images"], **{cam: z[_npz_key(cam)] for cam in extra_cameras}}
+                    writer.add_episode(Episode(images=images, actions=z["actions"],
                                                instruction=mw.INSTRUCTIONS[task], states=z["states"],
                                                episode_index=index, dataset_name=name))
                 index += 1
@@ -89,30 +97,37 @@ def collect_metaworld(tasks: str | list[str] = "mt10", episodes_per_task: int = 
                       out: str | Path = "metaworld_demos", workers: int = 2, seed: int = 0,
                       image_size: int = mw.DEFAULT_IMAGE_SIZE, camera: str = mw.DEFAULT_CAMERA,
                       max_steps: int = mw.MAX_STEPS, max_attempts: int | None = None,
-                      image_format: str = "png", progress: bool = True) -> Path:
+                      image_format: str = "png", progress: bool = True,
+                      extra_cameras: list[str] | tuple[str, ...] = ()) -> Path:
     """Collect `episodes_per_task` successful expert episodes per task into a LeRobot dataset at `out`.
 
     Failed episodes are counted and dropped; episode seeds are ``episode_seed("demo", seed, task, i)``,
     disjoint from evaluation seeds. Kept episodes are cached in ``<out>.partial/`` as they finish, so an
     interrupted run resumes where it stopped; the cache is removed once the dataset is written. Each task
-    gets at most `max_attempts` tries (default 2 * episodes_per_task + 10).
+    gets at most `max_attempts` tries (default 2 * episodes_per_task + 10). `extra_cameras` (Meta-World
+    camera names, e.g. corner, topview) are recorded too, each as a camera of that name beside ``image``.
     """
     task_list = mw.resolve_tasks(tasks)
+    extra_cameras = mw.check_cameras(camera, extra_cameras)
     out = Path(out)
     max_attempts = max_attempts or 2 * episodes_per_task + 10
     config = {"tasks": task_list, "seed": seed, "image_size": image_size, "camera": camera,
               "max_steps": max_steps}
+    if extra_cameras:  # only then, so single-camera caches and datasets stay as they were
+        config["extra_cameras"] = list(extra_cameras)
     info_path = out / "collect_info.json"
     if info_path.exists():
         info = json.loads(info_path.read_text())
-        if {k: info.get(k) for k in config} == config and info.get("episodes_per_task") == episodes_per_task:
+        if ({k: info.get(k) for k in config} == config and info.get("episodes_per_task") == episodes_per_task
+                and info.get("extra_cameras", []) == list(extra_cameras)):
             return out  # already collected with these settings
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; choose another --out")
     cache = _DemoCache(out.with_name(out.name + PARTIAL_SUFFIX), config)
     name = f"metaworld_{tasks if isinstance(tasks, str) else 'custom'}".replace(",", "_")
     start = time.perf_counter()
-    factory = partial(mw.make_env, image_size=image_size, camera=camera, max_steps=max_steps)
+    factory = partial(mw.make_env, image_size=image_size, camera=camera, max_steps=max_steps,
+                      extra_cameras=extra_cameras)
     done = sum(min(len(cache.kept(t)), episodes_per_task) for t in task_list)
     with tqdm(total=episodes_per_task * len(task_list), initial=done, desc="collect metaworld", unit="ep",
               disable=not progress, dynamic_ncols=True) as bar, EnvPool(factory, workers) as pool:
@@ -137,7 +152,8 @@ def collect_metaworld(tasks: str | list[str] = "mt10", episodes_per_task: int = 
     if short:
         print(f"warning: fewer than {episodes_per_task} successful episodes after {max_attempts} tries: "
               f"{short}")
-    summary["episodes"] = _write_dataset(out, cache, task_list, episodes_per_task, name, image_format)
+    summary["episodes"] = _write_dataset(out, cache, task_list, episodes_per_task, name, image_format,
+                                         extra_cameras)
     info_path.write_text(json.dumps(summary, indent=2))
     shutil.rmtree(cache.root)
     return out

@@ -66,28 +66,44 @@ class _EpisodeLog:
                 f.write(json.dumps(row) + "\n")
 
 
+def _check_cameras(policy: Policy, sim: ModuleType, extra_cameras: list[str] | tuple[str, ...]) -> None:
+    """Fail before the first episode when a model takes simulator cameras the env was not asked to render."""
+    cameras = getattr(getattr(getattr(policy, "vla", None), "config", None), "cameras", None) or []
+    missing = [c for c in cameras[1:] if c in getattr(sim, "CAMERAS", ()) and c not in extra_cameras]
+    if missing:
+        raise ValueError(f"the policy takes cameras {list(cameras)}; render the missing ones with "
+                         f"--extra-cameras {' '.join(c for c in cameras[1:] if c in sim.CAMERAS)}")
+
+
 def evaluate(policy: Policy | str, env: str = "metaworld", tasks: str | list[str] = "mt10",
              episodes_per_task: int = 10, seed: int = 0, out_dir: str | Path | None = None, num_envs: int = 1,
              max_steps: int | None = None, open_loop_steps: int | None = None, video_episodes: int = 1,
              image_size: int | None = None, camera: str | None = None, progress: bool = True,
              policy_kwargs: dict[str, Any] | None = None, env_kwargs: dict[str, Any] | None = None,
-             temporal_ensemble: float | None = None) -> dict[str, Any]:
+             temporal_ensemble: float | None = None, extra_cameras: list[str] | None = None) -> dict[str, Any]:
     """Run `episodes_per_task` episodes of each task and return eval_info (also written to `out_dir`).
 
     Evaluation seeds never meet demonstration seeds (see ``episode_seed``). Finished episodes are appended
     to ``out_dir/episodes.jsonl`` as they end; running again with the same settings resumes. `env_kwargs`
     go to the env (e.g. fast_render, and for LIBERO gripper="openvla"|"raw"). `temporal_ensemble` (a decay,
     ACT uses 0.01) asks the policy every step and executes the weighted mean of the chunks' predictions.
+    `extra_cameras` (Meta-World) are rendered too and given to the policy by name, beside the primary
+    ``image``; videos stay of the primary camera.
     """
     sim = get_env_module(env)
     task_list = sim.resolve_tasks(tasks)
     image_size = image_size or sim.DEFAULT_IMAGE_SIZE
     camera = camera or sim.DEFAULT_CAMERA
+    if extra_cameras:
+        if not hasattr(sim, "check_cameras"):
+            raise ValueError(f"{env} renders no extra cameras; --extra-cameras applies to metaworld")
+        env_kwargs = {**(env_kwargs or {}), "extra_cameras": list(sim.check_cameras(camera, extra_cameras))}
     name = policy if isinstance(policy, str) else type(policy).__name__
     if name == "expert" and env != "metaworld":
         raise ValueError(f"there are no scripted experts for {env}; try --policy random or a checkpoint")
     if isinstance(policy, str):
         policy = load_policy(policy, action_dim=sim.ACTION_DIM, seed=seed, **(policy_kwargs or {}))
+    _check_cameras(policy, sim, (env_kwargs or {}).get("extra_cameras", ()))
     config = {"policy": name, "env": env, "tasks": task_list, "episodes_per_task": episodes_per_task,
               "seed": seed, "max_steps": max_steps, "open_loop_steps": open_loop_steps,
               "image_size": image_size, "camera": camera, "num_envs": num_envs,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -133,6 +133,17 @@ def resolve_tasks(spec: str | Iterable[str]) -> list[str]:
     return tasks
 
 
+def check_cameras(camera: str, extra_cameras: Sequence[str] = ()) -> tuple[str, ...]:
+    """Validate the primary camera and the extra ones (Meta-World names, distinct); return the extras."""
+    extras = tuple(extra_cameras)
+    for name in (camera, *extras):
+        if name not in CAMERAS:
+            raise ValueError(f"unknown Meta-World camera {name!r}; choose from {', '.join(CAMERAS)}")
+    if len(set((camera, *extras))) != 1 + len(extras):
+        raise ValueError(f"extra cameras {list(extras)} repeat a camera or the primary {camera!r}")
+    return extras
+
+
 def task_group(task: str) -> str:
     """The difficulty group (easy, medium, hard, very_hard) of a task."""
     return _GROUP_OF[task]
@@ -160,9 +171,8 @@ class MetaWorldEnv:
     fps = FPS
 
     def __init__(self, task: str, image_size: int = DEFAULT_IMAGE_SIZE, camera: str = DEFAULT_CAMERA,
-                 max_steps: int | None = None, fast_render: bool = True):
-        if camera not in CAMERAS:
-            raise ValueError(f"unknown Meta-World camera {camera!r}; choose from {', '.join(CAMERAS)}")
+                 max_steps: int | None = None, fast_render: bool = True, extra_cameras: Sequence[str] = ()):
+        self.extra_cameras = check_cameras(camera, extra_cameras)
         (self.task,) = resolve_tasks([task])
         self.instruction = INSTRUCTIONS[self.task]
         self.camera = camera
@@ -179,8 +189,9 @@ class MetaWorldEnv:
         self._env._freeze_rand_vec = False
         self._env.seeded_rand_vec = True
         self._env.max_path_length = max_steps or MAX_STEPS  # Meta-World refuses to step past it
-        if camera == "corner2":
+        if "corner2" in (camera, *self.extra_cameras):
             self._env.model.cam_pos[self._env.model.camera("corner2").id] = _CORNER2_POS
+        # One renderer (one GL context and buffer) draws every camera: they share the image size.
         self._renderer = make_renderer(self._env.model, image_size, image_size, fast=fast_render)
         self._obs: np.ndarray | None = None
 
@@ -196,21 +207,27 @@ class MetaWorldEnv:
         self._obs, reward, _, _, info = self._env.step(action)
         return self._observation(), float(reward), bool(info["success"])
 
-    def render(self) -> np.ndarray:
-        """The camera image (uint8 HxWx3) that both policies and stored demonstrations see."""
-        self._renderer.update_scene(self._env.data, camera=self.camera)
+    def render(self, camera: str | None = None) -> np.ndarray:
+        """The image (uint8 HxWx3) of `camera` (default: the primary one) that policies and demonstrations see."""
+        camera = camera or self.camera
+        self._renderer.update_scene(self._env.data, camera=camera)
         image = self._renderer.render()
-        return np.ascontiguousarray(image[::-1, ::-1]) if self.camera in _UPSIDE_DOWN_CAMERAS else image
+        return np.ascontiguousarray(image[::-1, ::-1]) if camera in _UPSIDE_DOWN_CAMERAS else image
 
     def _observation(self) -> Observation:
         assert self._obs is not None
-        return {
+        obs: Observation = {
             "image": self.render(),
             "instruction": self.instruction,
             "state": self._obs[:STATE_DIM].astype(np.float32),
             "task": self.task,
             "sim_state": self._obs.copy(),  # privileged 39-D state, read by the scripted expert only
         }
+        if self.extra_cameras:  # each extra camera by its name, at the top level and under "images"
+            extras = {name: self.render(name) for name in self.extra_cameras}
+            obs.update(extras)
+            obs["images"] = {"image": obs["image"], **extras}
+        return obs
 
     def close(self) -> None:
         """Free the GL context and the simulator."""
@@ -219,7 +236,8 @@ class MetaWorldEnv:
 
 
 def make_env(task: str, image_size: int = DEFAULT_IMAGE_SIZE, camera: str = DEFAULT_CAMERA,
-             max_steps: int | None = None, fast_render: bool = True) -> MetaWorldEnv:
+             max_steps: int | None = None, fast_render: bool = True,
+             extra_cameras: Sequence[str] = ()) -> MetaWorldEnv:
     """The env factory used by evaluation and collection workers."""
     return MetaWorldEnv(task, image_size=image_size, camera=camera, max_steps=max_steps,
-                        fast_render=fast_render)
+                        fast_render=fast_render, extra_cameras=extra_cameras)

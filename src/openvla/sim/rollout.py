@@ -44,6 +44,7 @@ class EpisodeResult:
     error: str | None
     seconds: float
     frames: list[np.ndarray] = field(default_factory=list)  # observed images, one more than actions
+    extra_frames: dict[str, list[np.ndarray]] = field(default_factory=dict)  # other cameras' images, by name
     states: list[np.ndarray] = field(default_factory=list)
     actions: list[np.ndarray] = field(default_factory=list)
 
@@ -224,6 +225,7 @@ class _Run:
         self.rewards: list[float] = []
         self.error: str | None = None
         self.frames: list[np.ndarray] = []
+        self.extra_frames: dict[str, list[np.ndarray]] = {}
         self.states: list[np.ndarray] = []
         self.actions: list[np.ndarray] = []
         self.start = time.perf_counter()
@@ -235,6 +237,9 @@ class _Run:
         self.obs = obs
         if self.spec.record:
             self.frames.append(obs["image"])
+            for name, frame in (obs.get("images") or {}).items():
+                if name != "image":
+                    self.extra_frames.setdefault(name, []).append(frame)
             if obs.get("state") is not None:
                 self.states.append(np.asarray(obs["state"], dtype=np.float32))
 
@@ -251,7 +256,7 @@ class _Run:
         rewards = self.rewards or [0.0]
         return EpisodeResult(self.spec, self.success, self.steps, float(np.sum(rewards)),
                              float(np.max(rewards)), self.error, time.perf_counter() - self.start,
-                             self.frames, self.states, self.actions)
+                             self.frames, self.extra_frames, self.states, self.actions)
 
 
 def ensembled_action(chunks: list[tuple[int, np.ndarray]], step: int, decay: float) -> np.ndarray:
