@@ -104,7 +104,8 @@ def main() -> None:
 
     def hf_generate(ids=ids1, pixels=pix1):
         prefix = vla.projector(transformers_features(vla, pixels))
-        embeds, _, _ = vla._splice(vla.embed_tokens(ids), prefix, None, None)
+        splice = getattr(vla, "splice", None) or vla._splice  # named _splice before the heads refactor
+        embeds, _, _ = splice(vla.embed_tokens(ids), prefix, None, None)
         out = vla.language_model.generate(inputs_embeds=embeds, max_new_tokens=dim, min_new_tokens=dim,
                                           do_sample=False, pad_token_id=0)
         return out[:, -dim:]

@@ -131,7 +131,7 @@ def load_openvla_hf(directory: Path, dtype: torch.dtype | None = None):
     return instantiate(config, state, load_tokenizer(directory), dtype=dtype, source=str(directory))
 
 
-OFT_FIELDS = ("action_chunk", "parallel_decoding", "action_queries", "action_head", "proprio_dim", "cameras",
+OFT_FIELDS = ("action_chunk", "parallel_decoding", "action_queries", "action_head", "proprio_dim", "num_images",
               "film")
 
 
@@ -182,7 +182,7 @@ def hf_config_for(config: VLAConfig) -> dict[str, Any]:
         out["timm_model_kwargs"] = kwargs
     out[TOOLKIT_KEY] = {"empty_token_id": config.empty_token_id, "center_crop": config.center_crop,
                         "action_normalization": config.action_normalization, "frame_resize": config.frame_resize,
-                        "jpeg_quality": config.jpeg_quality}
+                        "jpeg_quality": config.jpeg_quality, "cameras": config.cameras}
     if config.default_unnorm_key is not None:
         out[TOOLKIT_KEY]["default_unnorm_key"] = config.default_unnorm_key
     return out
