@@ -175,3 +175,27 @@ def test_a_short_write_with_too_little_room_is_a_full_disk(tmp_path, monkeypatch
     err = space.disk_full_error(RuntimeError("unexpected pos 704 vs 598"), tmp_path / "ck", 5000)
     assert isinstance(err, DiskFullError) and "need ~4.9 KB" in str(err) and "100 bytes free" in str(err)
     assert space.disk_full_error(RuntimeError("unexpected pos 704 vs 598"), tmp_path / "ck", 50) is None
+
+
+def test_when_every_checkpoint_is_damaged_resume_stops_and_says_so(tmp_path):
+    from openvla.train.checkpointing import resumable_checkpoint
+
+    run = tmp_path / "run"
+    for step in (2, 4):
+        folder = run / "checkpoints" / f"step-{step:06d}"
+        folder.mkdir(parents=True)
+        (folder / ".metadata").write_bytes(b"\x80\x04cut")
+    (run / "checkpoints" / "latest").write_text("step-000004")
+    with pytest.warns(RuntimeWarning, match="skipping damaged checkpoint step-000002"):
+        with pytest.raises(DamagedCheckpoint, match="every checkpoint in .* is damaged"):
+            resumable_checkpoint(run)
+
+
+def test_a_model_field_added_since_the_run_started_does_not_block_its_resume(toy_dataset, two_step_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(two_step_run, run)
+    saved = json.loads((run / "vla_config.json").read_text())
+    assert saved.pop("flow_steps") == 10  # as written by a version without that field (whose default it has)
+    (run / "vla_config.json").write_text(json.dumps(saved))
+    train(_cfg(toy_dataset, run, max_steps=3, save_every=3))
+    assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [1, 2, 3]

@@ -113,7 +113,7 @@ _RULES: dict[str, tuple[str, Any]] = {
     "num_workers": ("an integer >= 0", lambda v: v >= 0),
     "warmup_steps": ("an integer >= 0", lambda v: v >= 0),
     "eval_every": ("an integer >= 0 (0 = off)", lambda v: v >= 0),
-    "lora_alpha": ("a number > 0", lambda v: v > 0),
+    "lora_alpha": ("an integer > 0", lambda v: v > 0),
     "lora_dropout": ("a number in [0, 1)", lambda v: 0 <= v < 1),
     "min_lr_ratio": ("a number in [0, 1]", lambda v: 0 <= v <= 1),
     "weight_decay": ("a number >= 0", lambda v: v >= 0),

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from openvla.config import VLAConfig
 from openvla.train.checkpointing import check_world_size, resumable_checkpoint
 from openvla.train.config import RESUME_SAFE, TrainConfig, resume_changes
 
@@ -32,6 +33,10 @@ def check_model_unchanged(run: Path, model_config: dict[str, Any]) -> None:
     if not saved.exists():
         return
     before = json.loads(saved.read_text())
+    try:  # through today's VLAConfig, so a field added since the run started takes its default, not a change
+        before = json.loads(VLAConfig.from_dict(before).to_json())
+    except (ValueError, KeyError, TypeError):
+        pass
     changes = [f"{k}: {_short(before.get(k))} -> {_short(model_config.get(k))}"
                for k in sorted(set(before) | set(model_config)) if before.get(k) != model_config.get(k)]
     if changes:
