@@ -79,7 +79,8 @@ def test_head_fits_a_batch(head):
 @pytest.mark.parametrize("head", sorted(HEADS))
 def test_training_pass_equals_inference_on_the_same_inputs(head):
     vla = _model(head)
-    _fit(vla, _inputs(_batch(vla)), 20)  # a fitted token model emits action ids, which re-encode exactly
+    # A fitted token model emits action ids, which re-encode exactly; FAST's only when they decode inside [-1, 1]
+    _fit(vla, _inputs(_batch(vla)), 40 if head == "fast" else 20)
     vla.eval()
     batch = _batch(vla)
     packed = _packed(vla, batch)

@@ -139,9 +139,10 @@ def compiled(fn: Any, dynamic: bool) -> Any:
 
 @torch.inference_mode()
 def greedy_decode(lm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor | None, num_tokens: int,
-                  compile: bool = False) -> torch.Tensor:
+                  compile: bool = False, stop_id: int | None = None) -> torch.Tensor:
     """Prefill ``embeds`` [B, L, H] (``mask`` [B, L]: 1 = real token, may be None) and greedily emit
-    ``num_tokens`` ids per row: [B, num_tokens]. Rows see only their own unmasked tokens."""
+    ``num_tokens`` ids per row: [B, num_tokens]. Rows see only their own unmasked tokens. With ``stop_id``,
+    decoding ends once every row has emitted it: [B, n <= num_tokens]."""
     base, cfg = lm.model, lm.config
     b, length, _ = embeds.shape
     device = embeds.device
@@ -161,9 +162,13 @@ def greedy_decode(lm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor | None
     prefill = compiled(decode_step, True) if compile else decode_step
     token = prefill(lm, cache, embeds, cos[:, :length], sin[:, :length], allowed[:, :, :length], slots[:length])
     tokens = [token]
+    stopped = token == (-1 if stop_id is None else stop_id)
     step = compiled(decode_step, False) if compile else decode_step
     for i in range(length, total):
+        if stop_id is not None and bool(stopped.all()):  # one sync per token: only when asked to stop
+            break
         hidden = base.embed_tokens(token[:, None])
         token = step(lm, cache, hidden, cos[:, i:i + 1], sin[:, i:i + 1], allowed[:, :, i:i + 1], slots[i:i + 1])
         tokens.append(token)
+        stopped |= token == (-1 if stop_id is None else stop_id)
     return torch.stack(tokens, dim=1)

@@ -194,7 +194,7 @@ class VLAProcessor:
         raw = raw.reshape(-1, raw.shape[-1])[: cfg.action_chunk]
         actions = raw if norm is None else norm.normalize_actions(raw)
         prompt = self.tokenize(frame["instruction"]) + [self.llm.empty_token_id]
-        action_ids = self.head.target_ids(self.action_tokenizer, actions)
+        action_ids = self.head.target_ids(self.action_tokenizer, actions, cfg)
         ids = prompt + action_ids + [self.llm.eos_token_id]
         labels = [IGNORE_INDEX] * len(prompt) + action_ids + [self.llm.eos_token_id]
         frames = [frame["images"][cam] for cam in cfg.cameras]

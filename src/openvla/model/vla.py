@@ -331,18 +331,21 @@ class VLA(nn.Module):
     @torch.inference_mode()
     def generate_action_ids(self, input_ids: torch.Tensor, pixel_values: torch.Tensor,
                             attention_mask: torch.Tensor | None, num_tokens: int,
-                            proprio: torch.Tensor | None = None) -> torch.Tensor:
-        """Greedy decoding of ``num_tokens`` ids: [B, num_tokens]. Llama-style decoders run with our static
-        KV cache (``model/decoding.py``); others through transformers' ``generate``."""
+                            proprio: torch.Tensor | None = None, stop_id: int | None = None) -> torch.Tensor:
+        """Greedy decoding of ``num_tokens`` ids: [B, num_tokens]; with ``stop_id`` (EOS), at most that many,
+        ending once every row has emitted it (rows that stopped early continue with ids to be ignored).
+        Llama-style decoders run with our static KV cache (``model/decoding.py``); others through transformers'
+        ``generate``."""
         device = self.device
         prefix = self.prefix_embeddings(pixel_values.to(device), None if proprio is None else proprio.to(device))
         mask = attention_mask.to(device) if attention_mask is not None else None
         embeds, mask, _ = self.splice(self.embed_tokens(input_ids.to(device)), prefix, mask, None)
         lm = self.language_model
         if supports_static_decoding(lm):
-            return greedy_decode(lm, embeds, mask, num_tokens, compile=self.compiled_inference)
-        out = lm.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=num_tokens,
-                          min_new_tokens=num_tokens, do_sample=False, pad_token_id=0)
+            return greedy_decode(lm, embeds, mask, num_tokens, compile=self.compiled_inference, stop_id=stop_id)
+        until = {"min_new_tokens": num_tokens} if stop_id is None else {"eos_token_id": stop_id}
+        out = lm.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=num_tokens, do_sample=False,
+                          pad_token_id=0 if stop_id is None else stop_id, **until)
         return out[:, -num_tokens:]
 
     def parallel_runner(self, inputs: ModelInputs, n_slots: int) -> ParallelPass:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from openvla.model.heads.base import ActionHead, HeadOutput
 from openvla.model.heads.diffusion import DiffusionHead
+from openvla.model.heads.fast import FastHead
 from openvla.model.heads.flow import FlowHead
 from openvla.model.heads.l1 import L1Head
 from openvla.model.heads.tokens import TokenHead
@@ -17,6 +18,7 @@ HEADS: dict[str, type[ActionHead]] = {
     "l1": L1Head,
     "diffusion": DiffusionHead,
     "flow": FlowHead,
+    "fast": FastHead,
 }
 
 

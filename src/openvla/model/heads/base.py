@@ -45,9 +45,10 @@ class ActionHead(nn.Module):
             raise ValueError(f"action_head {cls.name!r} needs parallel_decoding: the head reads all slots at once")
 
     @classmethod
-    def target_ids(cls, action_tokenizer: Any, actions: np.ndarray) -> list[int]:
+    def target_ids(cls, action_tokenizer: Any, actions: np.ndarray, config: VLAConfig | None = None) -> list[int]:
         """The ids that follow the prompt in a training sequence for normalised actions [chunk, D] (EOS is
-        appended by the processor). Parallel heads use them only to mark the slots."""
+        appended by the processor). Parallel heads use them only to mark the slots; ``config`` carries what a
+        head learned from the data (the FAST tokenizer)."""
         return action_tokenizer.encode(actions).reshape(-1).tolist()
 
     def new_modules(self) -> list[str]:
