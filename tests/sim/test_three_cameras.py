@@ -130,8 +130,6 @@ def test_camera_names_are_checked_before_anything_runs(tmp_path, capsys):
     assert not (tmp_path / "d").exists() and not (tmp_path / "d.partial").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="serve: /metadata lists 'corner' and 'topview' as top-level inputs, so Client "
-                   "sends them there, but parse_request keeps only 'images' (and image/wrist_image)")
 def test_the_client_sends_a_three_camera_env_observation(server, observation):
     from openvla.serve import Client
 

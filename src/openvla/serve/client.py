@@ -27,6 +27,9 @@ class ServerError(RuntimeError):
         self.message = message
 
 
+REQUEST_FIELDS = ("image", "full_image", "instruction", "wrist_image", "state", "proprio", "unnorm_key")
+
+
 class Client:
     """A remote policy: ``act(observation)`` posts to ``{url}/act`` and returns the action chunk [T, D]."""
 
@@ -67,8 +70,16 @@ class Client:
     # -------------------------------------------------------------------------------------- requests
     def predict(self, observation: dict[str, Any]) -> tuple[np.ndarray, dict[str, float]]:
         """One observation -> (action as the server sent it: [D] or [T, D], server_timing)."""
-        inputs = self._model_inputs()
-        body: dict[str, Any] = {k: observation[k] for k in inputs if observation.get(k) is not None}
+        named = observation.get("images") or {}
+        body: dict[str, Any] = {}
+        for key in self._model_inputs():
+            value = observation.get(key, named.get(key))
+            if value is None:
+                continue
+            if key in REQUEST_FIELDS:
+                body[key] = value
+            else:  # a camera of the model's, by name
+                body.setdefault("images", {})[key] = value
         if isinstance(body.get("image"), np.ndarray):
             body["image"] = np.ascontiguousarray(body["image"])
         if self.unnorm_key is not None:
