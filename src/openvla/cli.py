@@ -12,6 +12,7 @@ COMMAND_MODULES = [
     "openvla.data.cli",  # data convert | info | stats
     "openvla.sim.cli",  # collect, eval
     "openvla.train.cli",  # train, merge
+    "openvla.train.fast",  # fast-tokenizer
     "openvla.serve.cli",  # serve
     "openvla.demo",  # demo
 ]

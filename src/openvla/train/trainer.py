@@ -183,6 +183,12 @@ def train(cfg: TrainConfig) -> Path:
     vla.config.norm_stats.update(loader.statistics)
     if len(loader.statistics) == 1:  # a fine-tuned model un-normalises with its own dataset unless told otherwise
         vla.config.default_unnorm_key = next(iter(loader.statistics))
+    if vla.config.action_head == "fast" and vla.config.fast_tokenizer is None:  # before workers copy the processor
+        from openvla.train.fast import describe, fit_for_model
+
+        fast = fit_for_model(vla, datasets)
+        if env.is_main:
+            print(describe(fast, vla.action_head.codec))
     if resume_from is not None:
         check_model_unchanged(run, json.loads(vla.config.to_json()))
     run.mkdir(parents=True, exist_ok=True)
