@@ -41,6 +41,7 @@ ROWS = {
     "predict_640x480": ("load + predict_action, 640x480 image", 16.0),
     "lora_bf16": ("openvla train mode=lora, bf16 base, 2 steps + adapter + merged final", 20.0),
     "lora_4bit": ("openvla train mode=lora quantize_base=bnb4, 2 steps + adapter + merged final", 10.0),
+    "lora_4bit_ckpt": ("the same with grad_checkpointing=true", 10.0),
     "merge": ("openvla merge (bf16 adapter run) --layout openvla", 17.0),
     "merged_predict": ("load the merged model + predict (its default unnorm key)", 16.0),
     "int8_predict": ("load + quantize int8 (from bf16) + predict 224", 16.0),
@@ -140,8 +141,11 @@ def _load(path: Path, **kw):
 
 
 def _train(ckpt: Path, data: Path, out: Path, *extra: str) -> dict:
+    import shutil
+
     from openvla.cli import main
 
+    shutil.rmtree(out, ignore_errors=True)  # a fresh run, not a resume of the last one
     sets = ["mode=lora", "max_steps=2", "batch_size=1", "num_workers=0", "save_every=100", "log_every=1", *extra]
     start = time.perf_counter()
     code = main(["train", "--checkpoint", str(ckpt), "--data", str(data), "--out", str(out), "--set", *sets])
@@ -207,11 +211,12 @@ def run_row(name: str, directory: Path, shapes: Path = SHAPES) -> dict:
         return {**info, **_predict(vla, (224, 224) if name == "predict_224" else (640, 480))}
     if name == "lora_bf16":
         return _train(ckpt, data, directory / "run-bf16")
-    if name == "lora_4bit":
-        info = _train(ckpt, data, directory / "run-4bit", "quantize_base=bnb4")
+    if name in ("lora_4bit", "lora_4bit_ckpt"):
         import shutil
 
-        shutil.rmtree(directory / "run-4bit" / "final", ignore_errors=True)  # 15 GB of disk, same as bf16's
+        extra = ["grad_checkpointing=true"] if name.endswith("ckpt") else []
+        info = _train(ckpt, data, directory / name, "quantize_base=bnb4", *extra)
+        shutil.rmtree(directory / name / "final", ignore_errors=True)  # 15 GB of disk, as the bf16 run's
         return info
     if name == "merge":
         from openvla.cli import main
