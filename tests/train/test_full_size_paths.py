@@ -72,7 +72,9 @@ def test_lora_on_a_bf16_base_keeps_it_bf16_and_merges_with_the_run_statistics(bf
     states = [t for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t) and t.ndim]
     assert states and {t.dtype for t in states} == {torch.float32}
     adapter = tmp_path / "run" / "adapter"
-    assert {t.dtype for t in load_file(str(adapter / "adapter_model.safetensors")).values()} == {torch.float32}
+    weights = load_file(str(adapter / "adapter_model.safetensors"))
+    assert {t.dtype for t in weights.values()} == {torch.float32}
+    assert all(t.abs().sum() > 0 for k, t in weights.items() if "lora_B" in k)  # every adapter learned (B starts at 0)
 
     # the end-of-run merge and `openvla merge`: bf16 out, the run's dataset added and chosen by default
     monkeypatch.setattr(VLA, "from_pretrained", _no_model_loads)

@@ -113,6 +113,11 @@ def train_in_float32(model: nn.Module) -> bool:
     for p in model.parameters():
         if p.requires_grad and p.is_floating_point() and p.dtype != torch.float32:
             p.data = p.data.float()
+    if half:  # autocast picks the compute dtype; peft's cast of each LoRA input to float32 (and autocast's
+        # back to bf16) would keep a second copy of every adapted layer's input for the backward pass
+        for module in model.modules():
+            if hasattr(module, "cast_input_dtype_enabled"):
+                module.cast_input_dtype_enabled = False
     return half
 
 
