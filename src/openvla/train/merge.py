@@ -40,6 +40,7 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 TRAINED_WEIGHTS = "trained_weights.safetensors"
 _LORA_KEY = re.compile(r"(?:base_model\.model\.)?(.+)\.lora_([AB])(?:\.[^.]+)?\.weight")
 VISION = "vision_backbone."
+MERGE_ROWS = 1024  # rows of a weight merged at a time
 # Files beside the weights that describe the tokenizer or the released model's code; copied unchanged.
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
                     "added_tokens.json")
@@ -81,12 +82,11 @@ class Adapter:
     replaced: dict[str, torch.Tensor]  # whole tensors the run trained in full (our names)
     norm_stats: dict[str, Any]
 
-    def delta(self, module: str) -> torch.Tensor | None:
-        """B @ A * scale in float32, as peft's merge computes it; None when the module has no adapter."""
-        if module not in self.a:
-            return None
-        d = self.b[module].float() @ self.a[module].float()
-        return (d.T if self.fan_in_fan_out else d).mul_(self.scales[module])
+    def delta_rows(self, module: str, start: int, stop: int) -> torch.Tensor:
+        """Rows start:stop of B @ A * scale in float32, as peft's merge computes the whole."""
+        a, b = self.a[module].float(), self.b[module].float()
+        d = (b @ a[:, start:stop]).T if self.fan_in_fan_out else b[start:stop] @ a
+        return d.mul_(self.scales[module])
 
 
 def read_adapter(directory: str | Path) -> Adapter:
@@ -201,13 +201,18 @@ def merge_adapter(base: str | Path, adapter: str | Path, out: str | Path, layout
         names = parts[entry.name]
         if len(names) == 1 and names[0] in lora.replaced:
             return lora.replaced[names[0]].to(entry.dtype)
-        deltas = [lora.delta(n.removesuffix(".weight")) if n.endswith(".weight") else None for n in names]
-        if all(d is None for d in deltas):
+        if not names or len(entry.shape) != 2:  # adapters only ever change matrices
             return tensor
         rows = entry.shape[0] // len(names)
-        full = deltas[0] if len(deltas) == 1 else torch.cat(
-            [d if d is not None else torch.zeros(rows, *entry.shape[1:]) for d in deltas])
-        return full.add_(tensor).to(entry.dtype)  # in float32, rounded once (the largest, lm_head: ~1.6 GB)
+        for k, name in enumerate(names):  # a fused qkv holds q, k and v one after the other
+            module = name.removesuffix(".weight")
+            if not name.endswith(".weight") or module not in lora.a:
+                continue
+            for start in range(0, rows, MERGE_ROWS):  # in blocks: lm_head's float32 delta alone is 525 MB
+                stop = min(rows, start + MERGE_ROWS)
+                part = tensor[k * rows + start:k * rows + stop]
+                part.copy_(lora.delta_rows(module, start, stop).add_(part))  # float32, rounded once
+        return tensor
 
     if layout == src.layout:
         shards = [[(e.name, e.dtype, e.shape, lambda p=path, e=e: merged(p, e)) for e in entries]
