@@ -4,6 +4,7 @@ bin of float32."""
 from __future__ import annotations
 
 import copy
+import sys
 import warnings
 
 import numpy as np
@@ -80,3 +81,28 @@ def test_quantising_a_bf16_model_keeps_the_float32_actions(fitted, method):
     assert quantized.projector.fc1.weight.dtype == torch.bfloat16  # the vision side stays as loaded
     lm_dtype = torch.float32 if method == "int8" else torch.bfloat16
     assert quantized.language_model.lm_head.weight.dtype == lm_dtype
+
+
+def _rss_file_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssFile")) / 1024
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="page release is Linux-only")
+def test_dropping_mapped_pages_frees_memory_not_data(tmp_path):
+    """What lets int8/bnb quantisation of a memory-mapped 7B stay small: the replaced weights' pages go back."""
+    from safetensors.torch import load_file, save_file
+
+    from openvla.model.quantize import drop_mapped_pages
+
+    weights = torch.randn(16 << 20)  # 64 MB
+    save_file({"w": weights}, str(tmp_path / "w.safetensors"))
+    mapped = load_file(str(tmp_path / "w.safetensors"))["w"]
+    assert torch.equal(mapped, weights)  # reads every page
+    before = _rss_file_mb()
+    drop_mapped_pages(mapped)
+    assert before - _rss_file_mb() > 48
+    assert torch.equal(mapped, weights)  # dropped pages are read back from the file
+    anonymous = weights.clone()
+    drop_mapped_pages(anonymous)  # not a file mapping: left alone
+    assert torch.equal(anonymous, weights)
