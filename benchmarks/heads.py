@@ -33,6 +33,8 @@ HEADS = {
     "flow": ("flow matching, 10 Euler passes (pi0)", {"action_head": "flow", "parallel_decoding": True}),
     "fast": ("FAST tokens, autoregressive to EOS (pi0-FAST)",
              {"action_head": "fast", "parallel_decoding": False, "n_action_bins": 512}),
+    "fast-256": ("FAST tokens on OpenVLA's 256 action ids (coarser scale)",
+                 {"action_head": "fast", "parallel_decoding": False}),
 }
 
 
@@ -66,7 +68,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="runs/heads")
     ap.add_argument("--demos", default=None, help="reuse a demo's demonstrations folder (same tasks and size)")
-    ap.add_argument("--heads", nargs="+", default=list(HEADS), choices=list(HEADS))
+    ap.add_argument("--heads", nargs="+", default=[h for h in HEADS if h != "fast-256"], choices=list(HEADS))
     ap.add_argument("--steps", type=int, default=DemoConfig.steps)
     ap.add_argument("--seeds", type=int, nargs="+", default=[7, 8, 9], help="training seeds")
     ap.add_argument("--episodes", type=int, default=DemoConfig.eval_episodes_per_task, help="per task")
@@ -98,7 +100,7 @@ def main() -> None:
             results.append({"seed": seed, "success": info["overall"]["pc_success"],
                             "per_task": {t["task"]: t["metrics"]["pc_success"] for t in info["per_task"]},
                             "passes_per_chunk": passes, "malformed": getattr(h, "malformed", None),
-                            "repaired": getattr(h, "repaired", None),
+                            "repaired": getattr(h, "repaired", None), "decoded": getattr(h, "decoded", None),
                             "fast_tokens_per_chunk": h.tokens / h.decoded if getattr(h, "decoded", 0) else None,
                             "train_samples_per_s": training_samples_per_second(folder / "run"),
                             "actions_per_s_b1": actions_per_second(vla, demos, 1, args.repeats),
