@@ -39,27 +39,26 @@ class TokenHead(ActionHead):
         # Next-token cross-entropy in float32 over every labelled position (action tokens and EOS).
         loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), full_labels[:, 1:].flatten(),
                                ignore_index=IGNORE_INDEX)
-        return HeadOutput(loss=loss, metrics=self._metrics(vla, logits, labels, prefix.shape[1]), logits=logits,
-                          predicted_actions=self._teacher_forced_actions(vla, logits, inputs.labels, prefix.shape[1]))
+        with torch.no_grad():
+            preds = logits[:, prefix.shape[1]:-1].argmax(-1)
+            metrics = self._metrics(vla, preds, labels)
+            # In eval mode only (it syncs a GPU): what greedy decoding returns when its earlier tokens were right.
+            taught = None if vla.training else self._teacher_forced_actions(vla, preds, inputs.labels)
+        return HeadOutput(loss=loss, metrics=metrics, logits=logits, predicted_actions=taught)
 
-    @torch.no_grad()
-    def _teacher_forced_actions(self, vla: VLA, logits: torch.Tensor, labels: torch.Tensor, num_prefix: int
-                                ) -> torch.Tensor | None:
-        """The actions the argmax at each action position decodes to, [B, chunk, D] (what greedy decoding
-        returns when its earlier tokens were right)."""
+    @staticmethod
+    def _teacher_forced_actions(vla: VLA, preds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+        """The actions the argmax at each action position decodes to, [B, chunk, D]."""
         cfg = vla.config
         gt = labels[:, 1:]
         mask = gt > vla.action_tokenizer.begin_idx
         if int(mask.sum()) != gt.shape[0] * cfg.action_slots:
             return None
-        preds = logits[:, num_prefix:-1].argmax(-1)[mask]
-        return vla.action_tokenizer.decode_torch(preds).reshape(gt.shape[0], cfg.action_chunk, cfg.action_dim)
+        return vla.action_tokenizer.decode_torch(preds[mask]).reshape(gt.shape[0], cfg.action_chunk, cfg.action_dim)
 
-    @torch.no_grad()
-    def _metrics(self, vla: VLA, logits: torch.Tensor, labels: torch.Tensor, num_prefix: int
-                 ) -> dict[str, torch.Tensor]:
+    @staticmethod
+    def _metrics(vla: VLA, preds: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Token accuracy and L1 between decoded bins, over the valid action-token labels (EOS excluded)."""
-        preds = logits[:, num_prefix:-1].argmax(-1)
         gt = labels[:, 1:]
         mask = gt > vla.action_tokenizer.begin_idx
         if not mask.any():
