@@ -43,7 +43,7 @@ class TrainConfig:
     seed: int = 7
     precision: str = "auto"  # the base's dtype: auto (bf16 on GPU, the checkpoint's on CPU) | fp32 | bf16
     quantize_base: str | None = None  # LoRA on a bitsandbytes-quantised frozen base (QLoRA): bnb4 (NF4) | bnb8
-    grad_checkpointing: bool = False
+    grad_checkpointing: bool | None = None  # None: on for models of 1B+ parameters (openvla-7b LoRA in 20 GB)
     compile: bool = False
     strategy: str = "auto"  # auto (ddp when distributed) | ddp | fsdp
     # the run folder, checkpoints and logs
@@ -142,7 +142,8 @@ def _check_value(cfg: TrainConfig, f: dataclasses.Field) -> str | None:
 # What a resumed run may change: when and where it saves, logs and evaluates, and how far it runs. Every other
 # key changes what the steps compute, so the resumed run would not be the run its checkpoints belong to.
 RESUME_SAFE = ("out", "max_steps", "save_every", "keep_last", "log_every", "num_workers", "tensorboard", "wandb",
-               "wandb_project", "eval_every", "eval")
+               "wandb_project", "eval_every", "eval",
+               "grad_checkpointing")  # recomputes the same activations: memory, not results
 
 
 def resume_changes(saved: dict[str, Any], new: TrainConfig) -> list[str]:

@@ -25,6 +25,9 @@ from openvla.train.resume import check_model_unchanged, prepare_resume
 MODEL_INPUTS = ("input_ids", "pixel_values", "attention_mask", "labels", "proprio", "actions", "action_mask")
 
 
+LARGE_MODEL_PARAMETERS = 10**9  # from here on activations, not weights, decide whether a LoRA step fits
+
+
 class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
 
@@ -209,7 +212,7 @@ def train(cfg: TrainConfig) -> Path:
         print(f"mode {cfg.mode}: training {trainable:,} of {total:,} parameters ({100 * trainable / total:.2f}%)")
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and (env.device.type == "cuda" or half))
     model.to(env.device)
-    if cfg.grad_checkpointing:
+    if cfg.grad_checkpointing or (cfg.grad_checkpointing is None and total >= LARGE_MODEL_PARAMETERS):
         vla.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = wrap_model(model, cfg.strategy, env, bf16)
     forward = torch.compile(model) if cfg.compile else model
