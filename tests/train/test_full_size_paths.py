@@ -160,3 +160,17 @@ def test_merge_refuses_an_adapter_for_another_base(fixtures_dir, tiny_reference_
     _, adapter = _adapted(fixtures_dir / "openvla-tiny-letterbox", tmp_path)
     with pytest.raises(ValueError, match="does not fit the base"):
         merge_adapter(tiny_reference_dir, adapter, tmp_path / "merged")
+
+
+def test_merging_a_base_in_our_layout_into_the_released_one_writes_the_reference_processor(fixtures_dir, tmp_path):
+    """A model saved in our layout has no preprocessor_config.json; the released layout needs one."""
+    from openvla.checkpoint.reference_files import PREPROCESSOR_FILE, preprocessor_config_for
+
+    base_dir = VLA.from_pretrained(fixtures_dir / "openvla-tiny-letterbox").save_pretrained(tmp_path / "ours")
+    assert not (base_dir / PREPROCESSOR_FILE).exists()
+    _, adapter = _adapted(base_dir, tmp_path)
+    out = merge_adapter(base_dir, adapter, tmp_path / "merged", layout="openvla")
+    merged = VLA.from_pretrained(out)
+    assert json.loads((out / PREPROCESSOR_FILE).read_text()) == json.loads(
+        json.dumps(preprocessor_config_for(merged.config)))
+    assert json.loads((out / PREPROCESSOR_FILE).read_text())["image_resize_strategy"] == "letterbox"

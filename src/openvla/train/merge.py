@@ -30,6 +30,11 @@ from openvla.checkpoint.openvla_hf import (
     hf_config_for,
     is_openvla_dir,
 )
+from openvla.checkpoint.reference_files import (
+    PREPROCESSOR_FILE,
+    make_tokenizer_portable,
+    preprocessor_config_for,
+)
 from openvla.checkpoint.stream import Entry, ShardWriter, read_entries, read_tensor, shard_files, write_index
 from openvla.config import VLAConfig
 
@@ -324,6 +329,10 @@ def _write_metadata(src: Base, lora: Adapter, out: Path, layout: str, dtype: tor
     if default is not None:
         hf.setdefault(TOOLKIT_KEY, {})["default_unnorm_key"] = default
     (out / "config.json").write_text(json.dumps(hf, indent=2))
+    if not (out / PREPROCESSOR_FILE).exists():  # a base in our layout has none: the reference's processor needs it
+        (out / PREPROCESSOR_FILE).write_text(json.dumps(preprocessor_config_for(config), indent=2))
+    if (out / "tokenizer.json").exists():
+        make_tokenizer_portable(out)
     if not (out / "generation_config.json").exists():
         (out / "generation_config.json").write_text(json.dumps(
             {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": hf.get("pad_token_id")}, indent=2))
