@@ -34,6 +34,7 @@ ImageLike = Image.Image | np.ndarray
 STRATEGIES = ("resize-naive", "letterbox", "resize-crop")
 FRAME_RESIZES = (None, "lanczos")
 IGNORE_INDEX = -100
+PROMPT_CACHE = 4096  # tokenised prompts kept (training sees a few tasks; a server any text)
 
 __all__ = ["PROMPT", "VLAProcessor", "build_prompt", "to_array"]
 
@@ -155,6 +156,8 @@ class VLAProcessor:
                              "or save the checkpoint with its tokenizer")
         ids = self._prompts.get(instruction)
         if ids is None:
+            if len(self._prompts) >= PROMPT_CACHE:  # a server sees arbitrary instructions: keep the cache bounded
+                self._prompts.clear()
             ids = self._prompts[instruction] = self.llm.prompt_ids(self.tokenizer, instruction)
         return list(ids)
 

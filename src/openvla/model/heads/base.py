@@ -68,6 +68,14 @@ class ActionHead(nn.Module):
         raise NotImplementedError
 
 
+def fixed_noise(vla: VLA, batch: int) -> torch.Tensor:
+    """The generative heads' starting point: one fixed-seed noise chunk [B, chunk, D], the same for every row and
+    call, so the same inputs give the same actions (and batched rows equal their unbatched result)."""
+    cfg, device = vla.config, vla.device
+    seed = torch.Generator(device=device).manual_seed(0)
+    return torch.randn(cfg.action_chunk, cfg.action_dim, generator=seed, device=device).expand(batch, -1, -1)
+
+
 def valid_steps(inputs: ModelInputs, chunk: int) -> torch.Tensor | None:
     """[B, chunk] float weights of the chunk steps that lie inside their episode (None: all of them)."""
     mask = inputs.action_mask

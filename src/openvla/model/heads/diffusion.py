@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from openvla.model.diffusion import DDIMSchedule, timestep_embedding
-from openvla.model.heads.base import HeadOutput, masked_mean, valid_steps
+from openvla.model.heads.base import HeadOutput, fixed_noise, masked_mean, valid_steps
 from openvla.model.heads.l1 import L1Head, require_actions
 from openvla.model.modules import NoisyActionProjector
 
@@ -58,8 +58,7 @@ class DiffusionHead(L1Head):
         cfg = vla.config
         device = vla.device
         b = inputs.input_ids.shape[0]
-        seed = torch.Generator(device=device).manual_seed(0)
-        sample = torch.randn(cfg.action_chunk, cfg.action_dim, generator=seed, device=device).expand(b, -1, -1)
+        sample = fixed_noise(vla, b)
         run = vla.parallel_runner(inputs, cfg.action_slots)
         for t in self.schedule.timesteps(self.steps):
             timestep = torch.full((b,), t, device=device)

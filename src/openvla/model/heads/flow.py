@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from openvla.model.diffusion import timestep_embedding
-from openvla.model.heads.base import HeadOutput, masked_mean, valid_steps
+from openvla.model.heads.base import HeadOutput, fixed_noise, masked_mean, valid_steps
 from openvla.model.heads.l1 import L1Head, require_actions
 from openvla.model.modules import NoisyActionProjector
 
@@ -82,8 +82,7 @@ class FlowHead(L1Head):
         cfg = vla.config
         device = vla.device
         b = inputs.input_ids.shape[0]
-        seed = torch.Generator(device=device).manual_seed(0)
-        x = torch.randn(cfg.action_chunk, cfg.action_dim, generator=seed, device=device).expand(b, -1, -1)
+        x = fixed_noise(vla, b)
         run = vla.parallel_runner(inputs, cfg.action_slots)
         for i in range(self.steps):
             t = torch.full((b,), 1.0 - i / self.steps, device=device)
