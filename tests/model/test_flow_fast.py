@@ -13,6 +13,7 @@ from openvla.model import decoding
 from openvla.model.fast_tokenizer import FastTokenizer, report
 from openvla.model.heads.fast import FastHead
 from openvla.model.vla import ModelInputs
+from openvla.train import fast
 from openvla.train.batching import Collator, sample_builder
 
 TASKS = ["open the drawer", "push the button"]
@@ -35,14 +36,23 @@ def codec() -> FastTokenizer:
 
 
 def test_fast_round_trips_training_chunks_within_the_bin_error():
-    codec = FastTokenizer.fit(smooth_chunks(2000), vocab_size=1024, scale=128)
-    stats = report(codec, smooth_chunks(2000)[:500])  # chunks it was trained on
+    chunks = smooth_chunks(2000)
+    codec = fast.fit(chunks, vocab_size=2048)  # the scale `openvla train` and `openvla fast-tokenizer` choose
+    stats = report(codec, chunks[:500])  # chunks it was trained on
+    assert stats["fast_max_abs_error"] <= stats["bins_max_abs_error"], stats  # every value
     assert stats["fast_mean_abs_error"] <= stats["bins_mean_abs_error"], stats
-    assert stats["fast_max_abs_error"] <= 2 / 255, stats  # every value within one bin width
     assert stats["compression"] > 1.5, stats
     again = FastTokenizer.from_dict(codec.to_dict())  # as a checkpoint's config carries it
     chunk = smooth_chunks(1, seed=5)[0]
     assert again.encode(chunk) == codec.encode(chunk)
+
+
+def test_a_vocabulary_too_small_for_the_bin_error_warns_and_takes_the_finest_scale_that_fits():
+    chunks = smooth_chunks(2000)
+    with pytest.warns(UserWarning, match="exceeds the 256-bin tokenizer's error"):
+        codec = fast.fit(chunks, vocab_size=128)
+    assert codec.n_symbols <= 96
+    assert report(codec, chunks[:200])["fast_max_abs_error"] > fast.bins_max_error(chunks)
 
 
 def _model(head: str, codec: FastTokenizer | None = None) -> VLA:

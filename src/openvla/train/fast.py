@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,7 +13,8 @@ import numpy as np
 
 from openvla.model.fast_tokenizer import FastTokenizer, report
 
-SCALES = (160, 128, 100, 80, 64, 50, 40, 32, 25, 20, 16, 12, 10, 8, 6, 5, 4, 3, 2, 1)
+SCALES = (400, 320, 256, 200, 160, 128, 100, 80, 64, 50, 40, 32, 25, 20, 16, 12, 10, 8, 6, 5, 4, 3, 2, 1)
+MERGE_SHARE = 0.25  # of the vocabulary kept for BPE merges: without merges FAST does not compress
 
 
 def dataset_chunks(datasets: Sequence[Any], statistics: dict[str, Any], normalization: str, chunk: int
@@ -31,16 +33,38 @@ def dataset_chunks(datasets: Sequence[Any], statistics: dict[str, Any], normaliz
     return np.concatenate(out).astype(np.float64)
 
 
-def auto_scale(chunks: np.ndarray, vocab_size: int) -> float:
-    """The finest scale whose coefficient alphabet takes at most half the vocabulary (the rest: merges)."""
-    from scipy.fft import dct
+def bins_max_error(chunks: np.ndarray, n_action_bins: int = 256) -> float:
+    """The largest round-trip error of OpenVLA's ``n_action_bins`` bins on these chunks (half a bin)."""
+    from openvla.model.action_tokenizer import ActionTokenizer
 
+    bins = ActionTokenizer(n_action_bins + 1, n_action_bins)
+    chunks = np.clip(chunks, -1, 1)
+    return float(np.abs(bins.decode(bins.encode(chunks)) - chunks).max())
+
+
+def auto_scale(chunks: np.ndarray, vocab_size: int) -> float:
+    """The coarsest scale whose round trip is within the 256-bin tokenizer's error on every value of these chunks
+    (FAST then loses no more than OpenVLA's bins), among those whose coefficient symbols leave MERGE_SHARE of
+    the vocabulary to merges; when none is that fine, the finest that fits, with a warning."""
+    from scipy.fft import dct, idct
+
+    chunks = np.clip(chunks, -1, 1)
     coeffs = dct(chunks, axis=1, norm="ortho")
-    for scale in SCALES:
+    target, budget = bins_max_error(chunks), int(vocab_size * (1 - MERGE_SHARE))
+    finest = None
+    for scale in reversed(SCALES):  # coarse to fine
         q = np.round(coeffs * scale)
-        if q.max() - q.min() + 1 <= vocab_size // 2:
+        if q.max() - q.min() + 1 > budget:
+            break
+        finest = scale
+        if np.abs(np.clip(idct(q / scale, axis=1, norm="ortho"), -1, 1) - chunks).max() <= target:
             return float(scale)
-    raise ValueError(f"a vocabulary of {vocab_size} tokens is too small for these chunks; raise it")
+    if finest is None:
+        raise ValueError(f"a vocabulary of {vocab_size} tokens is too small for these chunks; raise it")
+    warnings.warn(f"FAST with {vocab_size} tokens: scale {finest} is the finest that fits, and its round trip "
+                  f"exceeds the 256-bin tokenizer's error ({target:.4f}) on some values; a larger vocabulary "
+                  "(n_action_bins) allows a finer scale", stacklevel=2)
+    return float(finest)
 
 
 def fit(chunks: np.ndarray, vocab_size: int, scale: float | None = None) -> FastTokenizer:
@@ -78,8 +102,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vocab-size", type=int, default=256,
                    help="tokens, at most the model's n_action_bins (the ids it reserves for actions)")
     p.add_argument("--scale", type=float, default=None,
-                   help="DCT coefficient scale before rounding (default: the finest whose symbols fill half the "
-                        "vocabulary)")
+                   help="DCT coefficient scale before rounding (default: the coarsest whose round trip stays within "
+                        "the 256-bin tokenizer's error, if the vocabulary has room for it)")
     p.add_argument("--normalization", default="bounds_q99", help="the model's action_normalization")
     p.set_defaults(func=command)
 
