@@ -10,29 +10,10 @@ from __future__ import annotations
 
 import argparse
 
-from openvla.policy import Observation
+from openvla.sim.policies import InstructionSwap
 
 PAIRS = {"drawer-open-v3": "drawer-close-v3", "drawer-close-v3": "drawer-open-v3",
          "window-open-v3": "window-close-v3", "window-close-v3": "window-open-v3"}
-
-
-class SwappedInstruction:
-    """Wraps a policy and replaces each observation's instruction with the partner task's."""
-
-    def __init__(self, policy, instructions: dict[str, str]) -> None:
-        self.policy, self.instructions = policy, instructions
-
-    def reset(self) -> None:
-        self.policy.reset()
-
-    def _swap(self, obs: Observation) -> Observation:
-        return {**obs, "instruction": self.instructions[PAIRS[obs["task"]]]}
-
-    def act(self, obs: Observation):
-        return self.policy.act(self._swap(obs))
-
-    def act_batch(self, observations: list[Observation]):
-        return self.policy.act_batch([self._swap(o) for o in observations])
 
 
 def main() -> None:
@@ -50,7 +31,7 @@ def main() -> None:
     kw = dict(env="metaworld", tasks=list(PAIRS), episodes_per_task=args.episodes, seed=args.seed, num_envs=2,
               open_loop_steps=policy.vla.config.action_chunk, image_size=args.image_size, progress=False)
     right = evaluate(policy, **kw)
-    swapped = evaluate(SwappedInstruction(policy, INSTRUCTIONS), **kw)
+    swapped = evaluate(InstructionSwap(policy, {task: INSTRUCTIONS[PAIRS[task]] for task in PAIRS}), **kw)
     print(f"\n{args.episodes} held-out episodes per task (seed {args.seed}); success on the env's own task")
     print("| scene's task | told its own instruction | told the opposite one |")
     print("| --- | ---: | ---: |")

@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "openvla.train.fast",  # fast-tokenizer
     "openvla.serve.cli",  # serve
     "openvla.demo",  # demo
+    "openvla.experiments.generalist",  # experiment
 ]
 
 

@@ -1,11 +1,12 @@
-"""Turn a policy spec (``expert``, ``random``, ``http://HOST:PORT`` or a checkpoint dir) into a Policy."""
+"""Turn a policy spec (``expert``, ``random``, ``http://HOST:PORT`` or a checkpoint dir) into a Policy; wrap one to
+give it other instructions."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from openvla.policy import Policy
+from openvla.policy import Observation, Policy
 from openvla.sim.experts import ExpertPolicy, RandomPolicy
 
 
@@ -27,3 +28,23 @@ def load_policy(spec: str, *, action_dim: int = 4, seed: int = 0, **kwargs: Any)
         return VLAPolicy.from_pretrained(path, **kwargs)
     raise ValueError(f"policy {spec!r} is neither 'expert', 'random', an http(s):// URL nor a checkpoint "
                      "directory that exists")
+
+
+class InstructionSwap:
+    """A policy told another task's instruction: each observation's instruction becomes ``instructions[task]``
+    for its scene's task (tasks not listed keep theirs). Language grounding: same scene, other words."""
+
+    def __init__(self, policy: Policy, instructions: dict[str, str]) -> None:
+        self.policy, self.instructions = policy, instructions
+
+    def reset(self) -> None:
+        self.policy.reset()
+
+    def _swap(self, obs: Observation) -> Observation:
+        return {**obs, "instruction": self.instructions.get(obs.get("task"), obs["instruction"])}
+
+    def act(self, obs: Observation) -> Any:
+        return self.policy.act(self._swap(obs))
+
+    def act_batch(self, observations: list[Observation]) -> Any:
+        return self.policy.act_batch([self._swap(o) for o in observations])

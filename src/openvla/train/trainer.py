@@ -210,6 +210,7 @@ def train(cfg: TrainConfig) -> Path:
     trainable, total = count_parameters(model)
     if env.is_main:
         print(f"mode {cfg.mode}: training {trainable:,} of {total:,} parameters ({100 * trainable / total:.2f}%)")
+        (run / "parameters.json").write_text(json.dumps({"mode": cfg.mode, "trainable": trainable, "total": total}))
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and (env.device.type == "cuda" or half))
     model.to(env.device)
     if cfg.grad_checkpointing or (cfg.grad_checkpointing is None and total >= LARGE_MODEL_PARAMETERS):
