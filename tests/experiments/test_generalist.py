@@ -61,3 +61,21 @@ def test_a_changed_protocol_is_refused_and_bad_rows_named(tmp_path):
         ExperimentConfig.from_dict({**TOY, "rows": ["scratch", "lora-typo"]})
     with pytest.raises(ValueError, match="also pretraining tasks"):
         ExperimentConfig.from_dict({**TOY, "test_tasks": ["drawer-open-v3"]})
+
+
+def test_a_run_claimed_by_a_live_process_is_left_to_it_and_a_dead_ones_claim_is_taken(tmp_path):
+    import subprocess
+    import sys
+
+    from openvla.experiments.generalist import claim
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / "a").mkdir()
+        (tmp_path / "a" / "claimed_by.pid").write_text(str(other.pid))
+        assert not claim(tmp_path / "a")  # a second `adapt` shell skips it
+    finally:
+        other.kill()
+        other.wait()
+    assert claim(tmp_path / "a")  # its holder died: taken over, so a killed run resumes
+    assert claim(tmp_path / "a") and claim(tmp_path / "b")

@@ -9,7 +9,8 @@
 6. ``report``: REPORT.md with the tables and the success-vs-demos plot.
 
 Every stage reuses what a previous call finished (collections, runs, evaluated episodes), so a killed run
-continues where it stopped; ``all`` runs the six in order.
+continues where it stopped; ``all`` runs the six in order. ``adapt`` in several shells shares its runs (one per
+core; a run's folder is claimed by the process training it).
 """
 
 from __future__ import annotations
@@ -149,14 +150,11 @@ def adapt(cfg: ExperimentConfig, out: Path) -> list[dict[str, Any]]:
     from openvla.train.config import TrainConfig
 
     data = collect(cfg, out)
-    base = pretrain(cfg, out) if any(r != "scratch" for r in cfg.rows) else None
-    results = []
-    todo = [(k, row, seed) for k in cfg.adapt_demos for row in cfg.rows for seed in cfg.seeds]
+    todo = [(k, row, seed) for row in cfg.rows for k in cfg.adapt_demos for seed in cfg.seeds]  # scratch first
     for i, (k, row, seed) in enumerate(todo, 1):
         folder = out / "adapt" / f"{k}-demos" / row / f"seed{seed}"
         done = folder / "result.json"
-        if done.exists():
-            results.append(json.loads(done.read_text()))
+        if done.exists() or not claim(folder):  # finished, or another `adapt` process is on it
             continue
         print(f"[adapt {i}/{len(todo)}] {k} demos per task, {row}, seed {seed}")
         common = {"data": [str(data[f"adapt-{k}"])], "out": str(folder / "run"), "max_steps": cfg.adapt_steps,
@@ -166,14 +164,13 @@ def adapt(cfg: ExperimentConfig, out: Path) -> list[dict[str, Any]]:
         if row == "scratch":
             tc = TrainConfig(preset=cfg.preset, model=dict(cfg.model), **common)
         else:
-            tc = TrainConfig(preset=None, checkpoint=str(base), mode=row, **common)
+            tc = TrainConfig(preset=None, checkpoint=str(pretrain(cfg, out)), mode=row, **common)
         training = run_training(tc)
         info = _evaluate(Path(tc.out) / "final", cfg.test_tasks, cfg.adapt_eval_episodes, folder / "eval", cfg)
         result = {"demos": k, "row": row, "seed": seed, "success": info["overall"]["pc_success"],
                   "per_task": {t["task"]: t["metrics"]["pc_success"] for t in info["per_task"]}, **training}
         done.write_text(json.dumps(result, indent=2))
-        results.append(result)
-    return results
+    return [json.loads(p.read_text()) for p in sorted((out / "adapt").glob("*/*/*/result.json"))]
 
 
 def language(cfg: ExperimentConfig, out: Path) -> list[dict[str, Any]]:
@@ -222,9 +219,10 @@ def run_training(tc: Any) -> dict[str, Any]:
     a finished run is reused. Returns time, peak RSS and trainable parameters, also kept in ``training.json``."""
     run = Path(tc.out)
     record = run / "training.json"
+    while not claim(run):  # another process trains it (the generalist, while `adapt` runs in a second shell)
+        time.sleep(10)
     if record.exists() and (run / "final" / "vla_config.json").exists():
         return json.loads(record.read_text())
-    run.mkdir(parents=True, exist_ok=True)
     (run / "requested_config.json").write_text(tc.to_json())
     cmd = [sys.executable, "-c", "import sys; from openvla.cli import main; sys.exit(main())",
            "train", "--config", str(run / "requested_config.json")]
@@ -240,6 +238,39 @@ def run_training(tc: Any) -> dict[str, Any]:
               "trainable_pc": 100 * params["trainable"] / params["total"]}
     record.write_text(json.dumps(result, indent=2))
     return result
+
+
+def claim(folder: Path) -> bool:
+    """Take ``folder`` for this process unless a live other process holds it, so several `openvla experiment
+    adapt` shells share the work (one per core); a dead holder's claim is taken over."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "claimed_by.pid"
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            pid = int(path.read_text() or 0)
+        except (OSError, ValueError):
+            pid = 0
+        if pid == os.getpid():
+            return True
+        if pid and _alive(pid):
+            return False
+        path.write_text(str(os.getpid()))
+        return True
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _eval_kwargs(cfg: ExperimentConfig, policy: Any) -> dict[str, Any]:
