@@ -55,6 +55,7 @@ class ExperimentConfig:
     pretrain_lr: float = 1e-3
     adapt_steps: int = 400
     adapt_lr: float = 5e-4
+    lora_rank: int = 4  # the paper's 32 is 1/128 of Llama-2's width; the small preset is 128 wide
     eval_episodes: int = 10  # per train task, for the generalist
     adapt_eval_episodes: int = 10  # per test task, for every adapted policy
     language_pairs: list[list[str]] = field(default_factory=lambda: [list(p) for p in LANGUAGE_PAIRS])
@@ -164,7 +165,8 @@ def adapt(cfg: ExperimentConfig, out: Path) -> list[dict[str, Any]]:
         if row == "scratch":
             tc = TrainConfig(preset=cfg.preset, model=dict(cfg.model), **common)
         else:
-            tc = TrainConfig(preset=None, checkpoint=str(pretrain(cfg, out)), mode=row, **common)
+            tc = TrainConfig(preset=None, checkpoint=str(pretrain(cfg, out)), mode=row, lora_rank=cfg.lora_rank,
+                             lora_alpha=min(cfg.lora_rank, 16), **common)
         training = run_training(tc)
         info = _evaluate(Path(tc.out) / "final", cfg.test_tasks, cfg.adapt_eval_episodes, folder / "eval", cfg)
         result = {"demos": k, "row": row, "seed": seed, "success": info["overall"]["pc_success"],
