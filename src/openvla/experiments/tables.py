@@ -126,10 +126,10 @@ def language_lines(out: Path) -> list[str]:
 
 def model_card(cfg: Any, out: Path) -> str:
     return "\n".join([
-        "# Meta-World ML45 generalist (openvla small preset)", "",
-        "A vision-language-action policy pretrained on the 45 ML45 train tasks of Meta-World v3 with "
-        "`openvla experiment pretrain`; the 5 ML45 test tasks were never seen. Load with "
-        "`VLAPolicy.from_pretrained(this_folder)` or serve with `openvla serve --policy this_folder`.", "",
+        f"# Meta-World generalist (openvla `{cfg.preset}` preset)", "",
+        f"A vision-language-action policy pretrained on {len(cfg.train_tasks)} Meta-World v3 tasks with "
+        f"`openvla experiment pretrain`; the held-out tasks ({', '.join(cfg.test_tasks)}) were never seen. Load "
+        "with `VLAPolicy.from_pretrained(this_folder)` or serve with `openvla serve --checkpoint this_folder`.", "",
         "## Training", *pretraining_lines(cfg, out), "",
         "## Results: held-out seeds of its tasks", *generalist_lines(out, per_task=False), ""])
 
