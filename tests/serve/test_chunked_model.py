@@ -58,3 +58,27 @@ def test_chunks_wrist_camera_and_state(oft_vla):
         with Client(server.url) as client:
             chunk = client.act(obs)
         assert chunk.shape == (4, 4) and np.array_equal(chunk, expected.astype(np.float32))
+
+
+@pytest.mark.parametrize("head", ["flow", "fast", "diffusion"])
+def test_every_chunk_head_serves_what_it_predicts_in_process(head):
+    cfg = get_preset("tiny")
+    for v in cfg.vision:
+        v.image_size = 56
+    cfg.action_dim, cfg.action_chunk, cfg.proprio_dim = 4, 4, 3
+    cfg.action_head, cfg.parallel_decoding = head, head != "fast"
+    cfg.flow_steps, cfg.diffusion_steps = 3, 3
+    cfg.norm_stats = STATS
+    vla = VLA.create(cfg, ["open the drawer"], seed=0).eval()
+    rng = np.random.default_rng(1)
+    obs = [{"image": rng.integers(0, 256, (40, 40, 3), dtype=np.uint8), "instruction": "open the drawer",
+            "state": np.float32([1, 5, 9]) * (i + 1)} for i in range(2)]
+    expected = [vla.predict_action(image=o["image"], instruction=o["instruction"], proprio=o["state"][None])
+                for o in obs]
+    with ServerThread(create_app(vla)) as server:
+        server.wait_ready()
+        assert httpx.get(f"{server.url}/metadata").json()["chunk_length"] == 4
+        for o, want in zip(obs, expected, strict=True):
+            resp = httpx.post(f"{server.url}/act", content=pack(o), headers=MSGPACK, timeout=60)
+            assert resp.status_code == 200, resp.text
+            np.testing.assert_allclose(unpack(resp.content)["action"], want, atol=1e-6)
