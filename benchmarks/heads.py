@@ -9,8 +9,8 @@ its head below. Each is evaluated closed loop on the demo's held-out seeds (--ep
 whole chunks. Reported per head: success (mean and standard deviation over training seeds), actions/s at batch 1
 and 8 (the chunk's actions per second of `predict_observations` on dataset frames, after a warm-up), training
 samples/s (the median of the run's logged samples_per_s), and LLM passes per chunk (FAST: measured while
-evaluating; its tokenizer is trained by `openvla train` on the demos over n_action_bins=3072 reserved ids, where
-the automatic scale keeps every value's round trip within the 256-bin tokenizer's error).
+evaluating; its tokenizer is trained by `openvla train` on the demos over n_action_bins=512 reserved ids, at the
+coarsest scale whose mean round-trip error is within the 256-bin tokenizer's).
 Runs resume when re-run with the same --out.
 """
 
@@ -33,13 +33,13 @@ HEADS = {
     "l1": ("L1 regression, one parallel pass (OFT)", {"action_head": "l1", "parallel_decoding": True}),
     "diffusion": ("diffusion, 50 DDIM passes (OFT)", {"action_head": "diffusion", "parallel_decoding": True}),
     "flow": ("flow matching, 10 Euler passes (pi0)", {"action_head": "flow", "parallel_decoding": True}),
-    # 3072 action ids (the small preset's 1024 text ids kept) give room for the scale whose round trip is within
-    # the 256-bin tokenizer's error on every value of the demos (320)
-    "fast": ("FAST tokens, 3072 ids, autoregressive to EOS (pi0-FAST)",
-             {"action_head": "fast", "parallel_decoding": False, "n_action_bins": 3072,
-              "llm": {**get_preset("small").llm, "vocab_size": 1024 + 3072 + 64}}),
-    "fast-512": ("FAST tokens, 512 ids (coarser scale)",
-                 {"action_head": "fast", "parallel_decoding": False, "n_action_bins": 512}),
+    "fast": ("FAST tokens, 512 ids, autoregressive to EOS (pi0-FAST)",
+             {"action_head": "fast", "parallel_decoding": False, "n_action_bins": 512}),
+    # 3072 action ids (the small preset's 1024 text ids kept) hold the scale whose round trip is within half a bin
+    # on every value of the demos (320); its tokenizer is fitted with `openvla fast-tokenizer --match-bins max`
+    "fast-max": ("FAST tokens, 3072 ids, scale 320 (every value within half a bin)",
+                 {"action_head": "fast", "parallel_decoding": False, "n_action_bins": 3072,
+                  "llm": {**get_preset("small").llm, "vocab_size": 1024 + 3072 + 64}, "fast_tokenizer": "max"}),
     "fast-256": ("FAST tokens on OpenVLA's 256 action ids (coarser scale)",
                  {"action_head": "fast", "parallel_decoding": False}),
 }
@@ -49,6 +49,17 @@ def fixed_passes(config) -> float | None:
     """LLM passes per chunk of the heads whose count is fixed."""
     return {"tokens": config.action_slots, "l1": 1, "diffusion": config.diffusion_steps,
             "flow": config.flow_steps}.get(config.action_head)
+
+
+def fast_tokenizer_within_every_bin(demos: Path, model: dict) -> dict:
+    """`openvla fast-tokenizer --match-bins max` on the demos, over the model's reserved ids."""
+    from openvla.data.lerobot import LeRobotDataset
+    from openvla.data.stats import load_or_compute_statistics
+    from openvla.train import fast
+
+    ds = LeRobotDataset(demos)
+    chunks = fast.dataset_chunks([ds], load_or_compute_statistics(ds), "bounds_q99", model["action_chunk"])
+    return fast.fit(chunks, model["n_action_bins"], match="max").to_dict()
 
 
 def actions_per_second(vla, demos: Path, batch: int, repeats: int) -> float:
@@ -75,7 +86,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="runs/heads")
     ap.add_argument("--demos", default=None, help="reuse a demo's demonstrations folder (same tasks and size)")
-    ap.add_argument("--heads", nargs="+", default=[h for h in HEADS if h not in ("fast-256", "fast-512")], choices=list(HEADS))
+    ap.add_argument("--heads", nargs="+", default=[h for h in HEADS if h not in ("fast-256", "fast-max")], choices=list(HEADS))
     ap.add_argument("--steps", type=int, default=DemoConfig.steps)
     ap.add_argument("--seeds", type=int, nargs="+", default=[7, 8, 9], help="training seeds")
     ap.add_argument("--episodes", type=int, default=DemoConfig.eval_episodes_per_task, help="per task")
@@ -98,7 +109,10 @@ def main() -> None:
             if done.exists():  # a finished seed (its pass counts were measured while it evaluated)
                 results.append(json.loads(done.read_text()))
                 continue
-            final = train_policy(replace(cfg, model={**COMMON, **head}, seed=seed), demos, folder / "run")
+            model = {**COMMON, **head}
+            if model.get("fast_tokenizer") == "max":
+                model["fast_tokenizer"] = fast_tokenizer_within_every_bin(demos, model)
+            final = train_policy(replace(cfg, model=model, seed=seed), demos, folder / "run")
             policy = VLAPolicy.from_pretrained(final)
             vla = policy.vla
             info = evaluate(policy, env="metaworld", tasks=cfg.tasks, episodes_per_task=args.episodes,

@@ -33,42 +33,48 @@ def dataset_chunks(datasets: Sequence[Any], statistics: dict[str, Any], normaliz
     return np.concatenate(out).astype(np.float64)
 
 
-def bins_max_error(chunks: np.ndarray, n_action_bins: int = 256) -> float:
-    """The largest round-trip error of OpenVLA's ``n_action_bins`` bins on these chunks (half a bin)."""
+def bins_errors(chunks: np.ndarray, n_action_bins: int = 256) -> dict[str, float]:
+    """The mean and largest round-trip error of OpenVLA's ``n_action_bins`` bins on these chunks."""
     from openvla.model.action_tokenizer import ActionTokenizer
 
     bins = ActionTokenizer(n_action_bins + 1, n_action_bins)
     chunks = np.clip(chunks, -1, 1)
-    return float(np.abs(bins.decode(bins.encode(chunks)) - chunks).max())
+    err = np.abs(bins.decode(bins.encode(chunks)) - chunks)
+    return {"mean": float(err.mean()), "max": float(err.max())}
 
 
-def auto_scale(chunks: np.ndarray, vocab_size: int) -> float:
-    """The coarsest scale whose round trip is within the 256-bin tokenizer's error on every value of these chunks
-    (FAST then loses no more than OpenVLA's bins), among those whose coefficient symbols leave MERGE_SHARE of
-    the vocabulary to merges; when none is that fine, the finest that fits, with a warning."""
+def auto_scale(chunks: np.ndarray, vocab_size: int, match: str = "mean") -> float:
+    """The coarsest scale whose round-trip error on these chunks is within the 256-bin tokenizer's: on average
+    (``match="mean"``, the default: coarse symbols are what a model learns from few steps) or on every value
+    (``"max"``: FAST then never loses more than a half bin, but needs ~10x the symbols). Only scales whose
+    coefficient symbols leave MERGE_SHARE of the vocabulary to merges qualify; when none meets the error, the
+    finest that fits, with a warning."""
     from scipy.fft import dct, idct
 
+    if match not in ("mean", "max"):
+        raise ValueError(f"match must be 'mean' or 'max', got {match!r}")
     chunks = np.clip(chunks, -1, 1)
     coeffs = dct(chunks, axis=1, norm="ortho")
-    target, budget = bins_max_error(chunks), int(vocab_size * (1 - MERGE_SHARE))
+    target, budget = bins_errors(chunks)[match], int(vocab_size * (1 - MERGE_SHARE))
+    reduce = np.mean if match == "mean" else np.max
     finest = None
     for scale in reversed(SCALES):  # coarse to fine
         q = np.round(coeffs * scale)
         if q.max() - q.min() + 1 > budget:
             break
         finest = scale
-        if np.abs(np.clip(idct(q / scale, axis=1, norm="ortho"), -1, 1) - chunks).max() <= target:
+        if reduce(np.abs(np.clip(idct(q / scale, axis=1, norm="ortho"), -1, 1) - chunks)) <= target:
             return float(scale)
     if finest is None:
         raise ValueError(f"a vocabulary of {vocab_size} tokens is too small for these chunks; raise it")
-    warnings.warn(f"FAST with {vocab_size} tokens: scale {finest} is the finest that fits, and its round trip "
-                  f"exceeds the 256-bin tokenizer's error ({target:.4f}) on some values; a larger vocabulary "
+    warnings.warn(f"FAST with {vocab_size} tokens: scale {finest} is the finest that fits, and its {match} "
+                  f"round-trip error exceeds the 256-bin tokenizer's ({target:.4f}); a larger vocabulary "
                   "(n_action_bins) allows a finer scale", stacklevel=2)
     return float(finest)
 
 
-def fit(chunks: np.ndarray, vocab_size: int, scale: float | None = None) -> FastTokenizer:
-    return FastTokenizer.fit(chunks, vocab_size, scale or auto_scale(chunks, vocab_size))
+def fit(chunks: np.ndarray, vocab_size: int, scale: float | None = None, match: str = "mean") -> FastTokenizer:
+    return FastTokenizer.fit(chunks, vocab_size, scale or auto_scale(chunks, vocab_size, match))
 
 
 def fit_for_model(vla: Any, datasets: Sequence[Any]) -> dict[str, float]:
@@ -102,8 +108,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vocab-size", type=int, default=256,
                    help="tokens, at most the model's n_action_bins (the ids it reserves for actions)")
     p.add_argument("--scale", type=float, default=None,
-                   help="DCT coefficient scale before rounding (default: the coarsest whose round trip stays within "
-                        "the 256-bin tokenizer's error, if the vocabulary has room for it)")
+                   help="DCT coefficient scale before rounding (default: the coarsest whose round-trip error is "
+                        "within the 256-bin tokenizer's, see --match-bins)")
+    p.add_argument("--match-bins", choices=("mean", "max"), default="mean",
+                   help="the automatic scale matches the 256-bin tokenizer's mean error (default) or its largest "
+                        "error on every value (a far finer scale: more symbols, a larger vocabulary, harder to learn)")
     p.add_argument("--normalization", default="bounds_q99", help="the model's action_normalization")
     p.set_defaults(func=command)
 
@@ -115,7 +124,7 @@ def command(args: argparse.Namespace) -> int:
     datasets = [LeRobotDataset(p) for p in args.data]
     stats = {ds.name: load_or_compute_statistics(ds)[ds.name] for ds in datasets}
     chunks = dataset_chunks(datasets, stats, args.normalization, args.chunk)
-    codec = fit(chunks, args.vocab_size, args.scale)
+    codec = fit(chunks, args.vocab_size, args.scale, args.match_bins)
     codec.save(args.out)
     result = report(codec, chunks)
     print(describe(result, codec))
