@@ -221,9 +221,13 @@ def run_training(tc: Any) -> dict[str, Any]:
     a finished run is reused. Returns time, peak RSS and trainable parameters, also kept in ``training.json``."""
     run = Path(tc.out)
     record = run / "training.json"
-    while not claim(run):  # another process trains it (the generalist, while `adapt` runs in a second shell)
+
+    def finished() -> bool:
+        return record.exists() and (run / "final" / "vla_config.json").exists()
+
+    while not finished() and not claim(run):  # another process trains it (the generalist, for a second shell)
         time.sleep(10)
-    if record.exists() and (run / "final" / "vla_config.json").exists():
+    if finished():
         return json.loads(record.read_text())
     (run / "requested_config.json").write_text(tc.to_json())
     cmd = [sys.executable, "-c", "import sys; from openvla.cli import main; sys.exit(main())",
