@@ -83,6 +83,21 @@ def adaptation_lines(cfg: Any, out: Path) -> list[str]:
     return lines
 
 
+def adaptation_task_lines(cfg: Any, out: Path) -> list[str]:
+    """Success per held-out task for each start and demo count (mean over seeds): where the successes are."""
+    table = adaptation_results(cfg, out)
+    cols = [(row, k) for row in cfg.rows for k in cfg.adapt_demos if table[(row, k)]]
+    if not cols:
+        return []
+    names = {"scratch": "scratch"}
+    lines = ["| task | " + " | ".join(f"{names.get(r, r)} {k}" for r, k in cols) + " |",
+             "| --- | " + " | ".join("---:" for _ in cols) + " |"]
+    for task in cfg.test_tasks:
+        cells = [np.mean([r["per_task"].get(task, np.nan) for r in table[c]]) for c in cols]
+        lines.append(f"| {task} | " + " | ".join(f"{v:.0f}" for v in cells) + " |")
+    return lines
+
+
 def plot_adaptation(cfg: Any, out: Path) -> Path | None:
     """Success vs demos per task, one line per start (mean and spread over seeds)."""
     table = adaptation_results(cfg, out)
@@ -142,7 +157,9 @@ def write_report(cfg: Any, out: Path) -> Path:
              f"## 3. Adaptation to {', '.join(cfg.test_tasks)}",
              f"{cfg.adapt_steps} steps x batch {cfg.batch_size}, lr {cfg.adapt_lr:g} cosine for every row; "
              f"{cfg.adapt_eval_episodes} held-out episodes per task; seeds {cfg.seeds}.", "",
-             *adaptation_lines(cfg, out), ""]
+             *adaptation_lines(cfg, out), "",
+             "Success % per held-out task (mean over seeds; columns: start, demos per task):", "",
+             *adaptation_task_lines(cfg, out), ""]
     if plot:
         lines += [f"![success vs demos]({plot.name})", ""]
     lines += ["## 4. Language grounding", *language_lines(out), ""]
