@@ -53,12 +53,9 @@ def fixed_passes(config) -> float | None:
 
 def fast_tokenizer_within_every_bin(demos: Path, model: dict) -> dict:
     """`openvla fast-tokenizer --match-bins max` on the demos, over the model's reserved ids."""
-    from openvla.data.lerobot import LeRobotDataset
-    from openvla.data.stats import load_or_compute_statistics
     from openvla.train import fast
 
-    ds = LeRobotDataset(demos)
-    chunks = fast.dataset_chunks([ds], load_or_compute_statistics(ds), "bounds_q99", model["action_chunk"])
+    chunks = fast.chunks_of([str(demos)], model["action_chunk"])
     return fast.fit(chunks, model["n_action_bins"], match="max").to_dict()
 
 

@@ -10,7 +10,7 @@ import torch
 
 from openvla import VLA, get_preset
 from openvla.model import decoding
-from openvla.model.fast_tokenizer import FastTokenizer, report
+from openvla.model.fast_tokenizer import FastTokenizer, bins_errors, report
 from openvla.model.heads.fast import FastHead
 from openvla.model.vla import ModelInputs
 from openvla.train import fast
@@ -55,7 +55,7 @@ def test_a_vocabulary_too_small_for_the_bin_error_warns_and_takes_the_finest_sca
     with pytest.warns(UserWarning, match="max round-trip error exceeds the 256-bin tokenizer's"):
         codec = fast.fit(chunks, vocab_size=128, match="max")
     assert codec.n_symbols <= 96
-    assert report(codec, chunks[:200])["fast_max_abs_error"] > fast.bins_errors(chunks)["max"]
+    assert report(codec, chunks[:200])["fast_max_abs_error"] > bins_errors(chunks)["max"]
 
 
 def _model(head: str, codec: FastTokenizer | None = None) -> VLA:

@@ -234,10 +234,11 @@ def run_training(tc: Any) -> dict[str, Any]:
            "train", "--config", str(run / "requested_config.json")]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"training {run} exited with {proc.returncode}; its output is above")
+    _, status, usage = os.wait4(proc.pid, 0)  # the child's own rusage: its peak RSS
+    code = os.waitstatus_to_exitcode(status)
+    proc.returncode = code  # reaped here, so Popen must not wait for it again
+    if code != 0:
+        raise RuntimeError(f"training {run} exited with {code}; its output is above")
     params = json.loads((run / "parameters.json").read_text())
     result = {"train_s": time.perf_counter() - t0, "peak_rss_mb": usage.ru_maxrss / 1024,
               "trainable": params["trainable"], "total": params["total"],

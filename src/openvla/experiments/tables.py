@@ -89,8 +89,7 @@ def adaptation_task_lines(cfg: Any, out: Path) -> list[str]:
     cols = [(row, k) for row in cfg.rows for k in cfg.adapt_demos if table[(row, k)]]
     if not cols:
         return []
-    names = {"scratch": "scratch"}
-    lines = ["| task | " + " | ".join(f"{names.get(r, r)} {k}" for r, k in cols) + " |",
+    lines = ["| task | " + " | ".join(f"{r} {k}" for r, k in cols) + " |",
              "| --- | " + " | ".join("---:" for _ in cols) + " |"]
     for task in cfg.test_tasks:
         cells = [np.mean([r["per_task"].get(task, np.nan) for r in table[c]]) for c in cols]

@@ -139,23 +139,29 @@ def _quantise(chunks: np.ndarray, scale: float) -> np.ndarray:
     return np.round(dct(chunks, axis=1, norm="ortho") * scale).astype(np.int64)
 
 
-def report(codec: FastTokenizer, chunks: Iterable[np.ndarray], n_action_bins: int = 256) -> dict[str, float]:
-    """Compression (binned tokens / FAST tokens per chunk) and round-trip errors of FAST and of OpenVLA's
-    ``n_action_bins`` bins on the same normalised chunks."""
+def bins_errors(chunks: np.ndarray, n_action_bins: int = 256) -> dict[str, float]:
+    """The mean and largest round-trip error of OpenVLA's ``n_action_bins`` bins on normalised chunks."""
     from openvla.model.action_tokenizer import ActionTokenizer
 
     bins = ActionTokenizer(n_action_bins + 1, n_action_bins)
-    lengths, fast_err, bin_err = [], [], []
+    chunks = np.clip(np.asarray(chunks, dtype=np.float64), -1, 1)
+    err = np.abs(bins.decode(bins.encode(chunks)) - chunks)
+    return {"mean": float(err.mean()), "max": float(err.max())}
+
+
+def report(codec: FastTokenizer, chunks: Iterable[np.ndarray], n_action_bins: int = 256) -> dict[str, float]:
+    """Compression (binned tokens / FAST tokens per chunk) and round-trip errors of FAST and of OpenVLA's
+    ``n_action_bins`` bins on the same normalised chunks."""
+    chunks = np.clip(np.stack([np.asarray(c, dtype=np.float64) for c in chunks]), -1, 1)
+    lengths, fast_err = [], []
     for chunk in chunks:
-        chunk = np.clip(np.asarray(chunk, dtype=np.float64), -1, 1)
         tokens = codec.encode(chunk)
         lengths.append(len(tokens))
         fast_err.append(np.abs(codec.decode(tokens) - chunk))
-        bin_err.append(np.abs(bins.decode(bins.encode(chunk)) - chunk))
-    fast, binned = np.stack(fast_err), np.stack(bin_err)
+    fast, binned = np.stack(fast_err), bins_errors(chunks, n_action_bins)
     mean_len = float(np.mean(lengths))
     return {"chunks": len(lengths), "binned_tokens_per_chunk": codec.chunk * codec.dim,
             "fast_tokens_per_chunk": mean_len, "fast_max_tokens_per_chunk": int(np.max(lengths)),
             "compression": codec.chunk * codec.dim / mean_len,
             "fast_mean_abs_error": float(fast.mean()), "fast_max_abs_error": float(fast.max()),
-            "bins_mean_abs_error": float(binned.mean()), "bins_max_abs_error": float(binned.max())}
+            "bins_mean_abs_error": binned["mean"], "bins_max_abs_error": binned["max"]}

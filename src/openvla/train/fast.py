@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from openvla.model.fast_tokenizer import FastTokenizer, report
+from openvla.model.fast_tokenizer import FastTokenizer, bins_errors, report
 
 SCALES = (400, 320, 256, 200, 160, 128, 100, 80, 64, 50, 40, 32, 25, 20, 16, 12, 10, 8, 6, 5, 4, 3, 2, 1)
 MERGE_SHARE = 0.25  # of the vocabulary kept for BPE merges: without merges FAST does not compress
@@ -33,20 +33,20 @@ def dataset_chunks(datasets: Sequence[Any], statistics: dict[str, Any], normaliz
     return np.concatenate(out).astype(np.float64)
 
 
-def bins_errors(chunks: np.ndarray, n_action_bins: int = 256) -> dict[str, float]:
-    """The mean and largest round-trip error of OpenVLA's ``n_action_bins`` bins on these chunks."""
-    from openvla.model.action_tokenizer import ActionTokenizer
+def chunks_of(paths: Sequence[str], chunk: int, normalization: str = "bounds_q99") -> np.ndarray:
+    """The normalised chunks of our dataset folders, with each dataset's own statistics (as training uses)."""
+    from openvla.data.lerobot import LeRobotDataset
+    from openvla.data.stats import load_or_compute_statistics
 
-    bins = ActionTokenizer(n_action_bins + 1, n_action_bins)
-    chunks = np.clip(chunks, -1, 1)
-    err = np.abs(bins.decode(bins.encode(chunks)) - chunks)
-    return {"mean": float(err.mean()), "max": float(err.max())}
+    datasets = [LeRobotDataset(p) for p in paths]
+    stats = {ds.name: load_or_compute_statistics(ds)[ds.name] for ds in datasets}
+    return dataset_chunks(datasets, stats, normalization, chunk)
 
 
 def auto_scale(chunks: np.ndarray, vocab_size: int, match: str = "mean") -> float:
     """The coarsest scale whose round-trip error on these chunks is within the 256-bin tokenizer's: on average
     (``match="mean"``, the default: coarse symbols are what a model learns from few steps) or on every value
-    (``"max"``: FAST then never loses more than a half bin, but needs ~10x the symbols). Only scales whose
+    (``"max"``: FAST then never loses more than a half bin, but needs ~5x the symbols). Only scales whose
     coefficient symbols leave MERGE_SHARE of the vocabulary to merges qualify; when none meets the error, the
     finest that fits, with a warning."""
     from scipy.fft import dct, idct
@@ -118,12 +118,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    from openvla.data.lerobot import LeRobotDataset
-    from openvla.data.stats import load_or_compute_statistics
-
-    datasets = [LeRobotDataset(p) for p in args.data]
-    stats = {ds.name: load_or_compute_statistics(ds)[ds.name] for ds in datasets}
-    chunks = dataset_chunks(datasets, stats, args.normalization, args.chunk)
+    chunks = chunks_of(args.data, args.chunk, args.normalization)
     codec = fit(chunks, args.vocab_size, args.scale, args.match_bins)
     codec.save(args.out)
     result = report(codec, chunks)
